@@ -1,0 +1,474 @@
+//! Block capture: disk images and block devices into the library.
+//!
+//! Pipeline (threads joined by bounded channels):
+//!
+//! ```text
+//! reader ──batches──▶ hash+compress workers ──results──▶ collector ──packs──▶ pack writer
+//! (reads data regions,  (BLAKE3; LZ4 only for chunks    (reorders, builds   (atomic put;
+//!  zero runs, FastCDC)   the library does not have)       lists and packs)    index flushes)
+//! ```
+//!
+//! Memory is bounded: at most [`MAX_IN_FLIGHT`] batches exist at once (each
+//! ≤ 4.25 MiB of data plus its compressed form), the chunker holds ≤ 4 MiB,
+//! and at most three packs (≤ 16 MiB each) are being filled, queued or
+//! written: ≈ 110 MiB in all, plus the index at ≈ 70 bytes per chunk already
+//! in the library (≈ 1 MiB per GB stored).
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::chunk::{is_zero, ChunkId, Codec, HashedChunk, ObjectId};
+use crate::chunker::{Batch, Chunker, ChunkerParams, Piece};
+use crate::chunklist::{ChunkList, Extent};
+use crate::device::Source;
+use crate::error::{Error, Result};
+use crate::index::{Index, FLUSH_PACKS};
+use crate::library::{check_name, Library};
+use crate::manifest::{
+    BlockStream, CaptureStats, Disk, DiskContent, Manifest, MANIFEST_FORMAT, MANIFEST_VERSION,
+};
+use crate::pack::{PackBuilder, PackEntry};
+use crate::progress::{ProgressSink, Throttle};
+use crate::store::LockMode;
+
+/// Batches alive at once, across all stages.
+pub const MAX_IN_FLIGHT: usize = 6;
+/// Bytes read from the source per call.
+const READ_SIZE: usize = 1 << 20;
+
+/// What to capture.
+#[derive(Clone, Debug)]
+pub struct CaptureRequest {
+    /// The new image's name.
+    pub name: String,
+    /// The image this one succeeds, recorded as lineage.
+    pub parent: Option<String>,
+    /// Disk images or block devices, one per disk.
+    pub sources: Vec<PathBuf>,
+    /// Hash/compress threads; 0 means one per core.
+    pub workers: usize,
+}
+
+/// The first error wins; later ones are its consequences.
+#[derive(Default)]
+pub(crate) struct FirstError(Mutex<Option<Error>>);
+
+impl FirstError {
+    pub(crate) fn set(&self, e: Error) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+    /// Takes the recorded error, if any, as a result.
+    pub(crate) fn result(&self) -> Result<()> {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Worker count: one per core, at most 8.
+pub(crate) fn default_workers(n: usize) -> usize {
+    match n {
+        0 => std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(8),
+        n => n,
+    }
+}
+
+/// One hashed piece of a batch.
+enum Hashed {
+    Hole(u64),
+    Known {
+        id: ChunkId,
+        len: u32,
+    },
+    New {
+        id: ChunkId,
+        len: u32,
+        codec: Codec,
+        start: usize,
+        end: usize,
+    },
+}
+
+/// A batch after hashing; `stored` holds the stored forms of its new chunks.
+struct Done {
+    seq: u64,
+    pieces: Vec<Hashed>,
+    stored: Vec<u8>,
+}
+
+type PackJob = (ObjectId, Vec<u8>, Vec<PackEntry>);
+
+/// Captures `req.sources` into a new image in `lib`.
+pub fn capture(
+    lib: &Library,
+    req: &CaptureRequest,
+    progress: &dyn ProgressSink,
+) -> Result<Manifest> {
+    let started = Instant::now();
+    check_name(&req.name)?;
+    let _lock = lib.lock(LockMode::Shared)?;
+    if lib.has_image(&req.name)? {
+        return Err(Error::ImageExists {
+            name: req.name.clone(),
+            library: lib.location(),
+        });
+    }
+    if let Some(parent) = &req.parent {
+        lib.manifest(parent)?;
+    }
+    if req.sources.is_empty() {
+        return Err(Error::Source {
+            path: String::new(),
+            reason: "no source given".into(),
+        });
+    }
+    let sources = req
+        .sources
+        .iter()
+        .map(|p| Source::open(p))
+        .collect::<Result<Vec<_>>>()?;
+    let regions = sources
+        .iter()
+        .map(Source::data_regions)
+        .collect::<Result<Vec<_>>>()?;
+    let total: u64 = regions.iter().flatten().map(|(a, b)| b - a).sum();
+    let index = lib.load_index()?;
+    let workers = default_workers(req.workers);
+
+    let errors = FirstError::default();
+    let read = AtomicU64::new(0);
+    let mut throttle = Throttle::new(progress, "capture", total);
+    let (pack_tx, pack_rx) = bounded::<PackJob>(1);
+    let mut collector = Collector {
+        index: &index,
+        session: HashSet::new(),
+        pack: PackBuilder::new(),
+        pack_tx: Some(pack_tx),
+        stats: CaptureStats::default(),
+    };
+
+    let (lists, unflushed) = std::thread::scope(|s| {
+        let writer = s.spawn(|| pack_writer(lib, pack_rx, &errors));
+        let mut lists = Vec::new();
+        for (src, regs) in sources.iter().zip(&regions) {
+            let list = capture_stream(
+                s,
+                lib.chunker(),
+                src,
+                regs,
+                workers,
+                &mut collector,
+                &read,
+                &mut throttle,
+                &errors,
+            );
+            match list {
+                Some(l) => lists.push(l),
+                None => break,
+            }
+        }
+        if !errors.is_set() {
+            collector.flush_pack(&errors);
+        }
+        collector.pack_tx = None; // lets the writer finish
+        let unflushed = writer.join().expect("the pack writer does not panic");
+        (lists, unflushed)
+    });
+    errors.result()?;
+    throttle.finish(read.load(Ordering::Relaxed));
+    if !unflushed.is_empty() {
+        lib.write_index(&unflushed)?;
+    }
+
+    let mut disks = Vec::new();
+    for (i, (list, src)) in lists.iter().zip(&sources).enumerate() {
+        let list_id = lib.write_list(list)?;
+        disks.push(Disk {
+            name: format!("disk{i}"),
+            source: src.path.clone(),
+            size: src.size,
+            content: DiskContent::Whole {
+                stream: stream_summary(list, list_id),
+            },
+        });
+    }
+    let mut stats = collector.stats;
+    stats.bytes_read = read.load(Ordering::Relaxed);
+    stats.seconds = started.elapsed().as_secs_f64();
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT.into(),
+        version: MANIFEST_VERSION,
+        name: req.name.clone(),
+        created: time::OffsetDateTime::now_utc(),
+        parent: req.parent.clone(),
+        chunker: lib.chunker().clone(),
+        disks,
+        stats,
+    };
+    lib.write_manifest(&manifest)?;
+    Ok(manifest)
+}
+
+/// The manifest's description of a stored list.
+fn stream_summary(list: &ChunkList, id: ObjectId) -> BlockStream {
+    let (mut chunks, mut data) = (0u64, 0u64);
+    for e in list.extents() {
+        if let Extent::Chunk { count, .. } = e {
+            chunks += u64::from(*count);
+            data += e.bytes();
+        }
+    }
+    BlockStream {
+        size: list.stream_len(),
+        list: id,
+        extents: list.extents().len() as u64,
+        chunks,
+        data_bytes: data,
+        hole_bytes: list.stream_len() - data,
+    }
+}
+
+/// Collector state shared by all streams of one capture.
+struct Collector<'a> {
+    index: &'a Index,
+    session: HashSet<ChunkId>,
+    pack: PackBuilder,
+    pack_tx: Option<Sender<PackJob>>,
+    stats: CaptureStats,
+}
+
+impl Collector<'_> {
+    /// Folds one batch's results into the list and the pack in the making.
+    fn absorb(&mut self, list: &mut ChunkList, d: Done, errors: &FirstError) {
+        for p in d.pieces {
+            match p {
+                Hashed::Hole(n) => list.push_hole(n),
+                Hashed::Known { id, len } => {
+                    self.stats.chunks += 1;
+                    list.push_chunk(id, len);
+                }
+                Hashed::New {
+                    id,
+                    len,
+                    codec,
+                    start,
+                    end,
+                } => {
+                    self.stats.chunks += 1;
+                    list.push_chunk(id, len);
+                    if !self.index.contains(&id) && self.session.insert(id) {
+                        self.stats.chunks_new += 1;
+                        self.stats.bytes_new += u64::from(len);
+                        self.pack
+                            .add(id, codec, len as usize, &d.stored[start..end]);
+                        if self.pack.is_full() {
+                            self.flush_pack(errors);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands the pack in the making to the writer.
+    fn flush_pack(&mut self, errors: &FirstError) {
+        if self.pack.chunks() == 0 {
+            return;
+        }
+        let (id, bytes, entries) = std::mem::take(&mut self.pack).finish();
+        self.stats.stored_new += bytes.len() as u64;
+        let sent = self
+            .pack_tx
+            .as_ref()
+            .map(|tx| tx.send((id, bytes, entries)));
+        if !matches!(sent, Some(Ok(()))) {
+            // The writer stopped; it recorded why.
+            debug_assert!(errors.is_set());
+        }
+    }
+}
+
+/// Writes packs durably, and an index file every [`FLUSH_PACKS`] packs.
+/// Returns the entries of packs not yet covered by an index file.
+fn pack_writer(lib: &Library, rx: Receiver<PackJob>, errors: &FirstError) -> Index {
+    let mut pending = Index::new();
+    let mut packs = 0;
+    for (id, bytes, entries) in rx {
+        let step = lib.write_pack(&id, &bytes).and_then(|()| {
+            pending.add_pack(id, &entries);
+            packs += 1;
+            if packs % FLUSH_PACKS == 0 {
+                lib.write_index(&pending)?;
+                pending = Index::new();
+            }
+            Ok(())
+        });
+        if let Err(e) = step {
+            errors.set(e);
+            break;
+        }
+    }
+    pending
+}
+
+/// Runs the pipeline over one source. `None` if it failed (the error is in
+/// `errors`).
+#[allow(clippy::too_many_arguments)]
+fn capture_stream<'scope, 'env: 'scope>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    params: &'env ChunkerParams,
+    src: &'env Source,
+    regions: &'env [(u64, u64)],
+    workers: usize,
+    collector: &mut Collector<'env>,
+    read: &'env AtomicU64,
+    throttle: &mut Throttle<'_>,
+    errors: &'env FirstError,
+) -> Option<ChunkList> {
+    let (batch_tx, batch_rx) = bounded::<(u64, Batch)>(MAX_IN_FLIGHT);
+    let (done_tx, done_rx) = bounded::<Done>(MAX_IN_FLIGHT);
+    let (ticket_tx, ticket_rx) = bounded::<()>(MAX_IN_FLIGHT);
+    for _ in 0..MAX_IN_FLIGHT {
+        ticket_tx
+            .send(())
+            .expect("the ticket channel has room for every ticket");
+    }
+    let reader = s.spawn(move || {
+        if let Err(e) = read_source(src, regions, params, &batch_tx, &ticket_rx, read) {
+            errors.set(e);
+        }
+    });
+    let index = collector.index;
+    let hashers: Vec<_> = (0..workers)
+        .map(|_| {
+            let (rx, tx) = (batch_rx.clone(), done_tx.clone());
+            s.spawn(move || hash_batches(index, rx, tx))
+        })
+        .collect();
+    drop((batch_rx, done_tx));
+
+    let mut list = ChunkList::new();
+    let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut next = 0u64;
+    for done in done_rx.iter() {
+        waiting.insert(done.seq, done);
+        while let Some(d) = waiting.remove(&next) {
+            next += 1;
+            collector.absorb(&mut list, d, errors);
+            let _ = ticket_tx.send(());
+            throttle.update(read.load(Ordering::Relaxed));
+        }
+        if errors.is_set() {
+            break;
+        }
+    }
+    drop((done_rx, ticket_tx));
+    let _ = reader.join();
+    for h in hashers {
+        let _ = h.join();
+    }
+    (!errors.is_set()).then_some(list)
+}
+
+/// Reads the source's data regions into the chunker; holes are fed without
+/// reading. Each batch waits for a ticket, which bounds memory.
+fn read_source(
+    src: &Source,
+    regions: &[(u64, u64)],
+    params: &ChunkerParams,
+    tx: &Sender<(u64, Batch)>,
+    tickets: &Receiver<()>,
+    read: &AtomicU64,
+) -> Result<()> {
+    let stopped = Cell::new(false);
+    let seq = Cell::new(0u64);
+    let mut emit = |b: Batch| {
+        if stopped.get() || tickets.recv().is_err() || tx.send((seq.get(), b)).is_err() {
+            stopped.set(true);
+        }
+        seq.set(seq.get() + 1);
+    };
+    let mut chunker = Chunker::new(params);
+    let mut buf = vec![0u8; READ_SIZE];
+    let mut pos = 0u64;
+    for &(start, end) in regions {
+        chunker.feed_zeros(start - pos, &mut emit);
+        let mut off = start;
+        while off < end {
+            let n = READ_SIZE.min((end - off) as usize);
+            src.file
+                .read_exact_at(&mut buf[..n], off)
+                .map_err(|e| Error::io("reading", format!("{} at offset {off}", src.path), e))?;
+            chunker.feed(&buf[..n], &mut emit);
+            off += n as u64;
+            read.fetch_add(n as u64, Ordering::Relaxed);
+            if stopped.get() {
+                return Ok(()); // downstream stopped and recorded why
+            }
+        }
+        pos = end;
+    }
+    chunker.feed_zeros(src.size - pos, &mut emit);
+    chunker.finish(&mut emit);
+    Ok(())
+}
+
+/// Hashes every chunk; compresses the ones the library lacks.
+fn hash_batches(index: &Index, rx: Receiver<(u64, Batch)>, tx: Sender<Done>) {
+    for (seq, batch) in rx {
+        let mut stored = Vec::new();
+        let pieces = batch
+            .pieces
+            .iter()
+            .map(|p| match *p {
+                Piece::Hole(n) => Hashed::Hole(n),
+                Piece::Chunk { start, len } => {
+                    let data = &batch.data[start..start + len];
+                    if is_zero(data) {
+                        return Hashed::Hole(len as u64);
+                    }
+                    let h = HashedChunk::new(data);
+                    let len = len as u32;
+                    if index.contains(&h.id) {
+                        return Hashed::Known { id: h.id, len };
+                    }
+                    let start = stored.len();
+                    let codec = h.compress_into(&mut stored);
+                    Hashed::New {
+                        id: h.id,
+                        len,
+                        codec,
+                        start,
+                        end: stored.len(),
+                    }
+                }
+            })
+            .collect();
+        if tx
+            .send(Done {
+                seq,
+                pieces,
+                stored,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}

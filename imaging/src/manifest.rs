@@ -1,0 +1,205 @@
+//! Image manifests: what an image holds, as versioned JSON.
+//!
+//! A manifest lives at `images/<name>.json` and is written last, after every
+//! pack, index file and chunk list it refers to, so a manifest that exists is
+//! complete. Format version 1:
+//!
+//! ```json
+//! {
+//!   "format": "ferry-image",
+//!   "version": 1,
+//!   "name": "web01-2026-11-23",
+//!   "created": "2026-11-23T18:00:00Z",
+//!   "parent": "web01-2026-11-20",
+//!   "chunker": { "algorithm": "fastcdc-v2020", "crate_version": "5.0.0",
+//!                "min_size": 16384, "avg_size": 65536, "max_size": 262144,
+//!                "normalization": 1, "zero_run_min": 65536 },
+//!   "disks": [
+//!     { "name": "disk0", "source": "/dev/sda", "size": 2147483648,
+//!       "content": { "kind": "whole",
+//!                    "stream": { "size": 2147483648, "list": "<blake3 hex>",
+//!                                "extents": 9120, "chunks": 12850,
+//!                                "data_bytes": 812000000, "hole_bytes": 1335483648 } } }
+//!   ],
+//!   "stats": { "bytes_read": 812000000, "chunks": 12850, "chunks_new": 12850,
+//!              "bytes_new": 812000000, "stored_new": 313000000, "seconds": 4.1 }
+//! }
+//! ```
+//!
+//! The shape is that of a whole server: a list of disks, each with content.
+//! Version 1 knows one kind of content, `whole` (the disk as one block
+//! stream). Partition tables with one stream per partition, file-tree streams
+//! and survey data arrive as further `kind`s and optional fields; readers
+//! refuse a kind they do not know. Optional fields may be added without a new
+//! version; any change an older reader must not ignore bumps `version`.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::chunk::ObjectId;
+use crate::chunker::ChunkerParams;
+
+/// The manifest format version this build writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+/// The `format` tag of a manifest.
+pub const MANIFEST_FORMAT: &str = "ferry-image";
+/// Manifests larger than this are refused before parsing.
+pub const MAX_MANIFEST: usize = 16 << 20;
+
+/// One image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// [`MANIFEST_VERSION`].
+    pub version: u32,
+    /// The image's name, also its key.
+    pub name: String,
+    /// When the capture finished.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    /// The image this one was captured as a successor of.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// How the streams were cut.
+    pub chunker: ChunkerParams,
+    /// The disks, in capture order.
+    pub disks: Vec<Disk>,
+    /// What the capture cost.
+    pub stats: CaptureStats,
+}
+
+/// One disk of an image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Name within the image (`disk0`, …).
+    pub name: String,
+    /// Where it was captured from.
+    pub source: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// What it holds.
+    pub content: DiskContent,
+}
+
+impl Disk {
+    /// The disk's block stream.
+    pub fn stream(&self) -> &BlockStream {
+        match &self.content {
+            DiskContent::Whole { stream } => stream,
+        }
+    }
+}
+
+/// What a disk image holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DiskContent {
+    /// The whole disk as one block stream.
+    Whole {
+        /// The stream.
+        stream: BlockStream,
+    },
+}
+
+/// A byte stream stored as a chunk list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockStream {
+    /// Length in bytes.
+    pub size: u64,
+    /// The chunk list object.
+    pub list: ObjectId,
+    /// Extents in the list.
+    pub extents: u64,
+    /// Chunks (counting repeats).
+    pub chunks: u64,
+    /// Bytes in chunks.
+    pub data_bytes: u64,
+    /// Bytes in holes.
+    pub hole_bytes: u64,
+}
+
+/// Figures of one capture.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureStats {
+    /// Bytes read from the source (holes of sparse files are not read).
+    pub bytes_read: u64,
+    /// Chunks in the image.
+    pub chunks: u64,
+    /// Chunks this capture stored (not already in the library).
+    pub chunks_new: u64,
+    /// Raw bytes of those chunks.
+    pub bytes_new: u64,
+    /// Bytes they take in packs.
+    pub stored_new: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+impl Manifest {
+    /// Total size of all disks.
+    pub fn size(&self) -> u64 {
+        self.disks.iter().map(|d| d.size).sum()
+    }
+
+    /// Every block stream, with its disk.
+    pub fn streams(&self) -> impl Iterator<Item = (&Disk, &BlockStream)> {
+        self.disks.iter().map(|d| (d, d.stream()))
+    }
+
+    /// Parses and checks a manifest's bytes.
+    pub fn decode(data: &[u8]) -> Result<Manifest, String> {
+        if data.len() > MAX_MANIFEST {
+            return Err(format!(
+                "{} bytes is larger than any manifest ({MAX_MANIFEST})",
+                data.len()
+            ));
+        }
+        // Check the header first, so a newer format gets a clear message
+        // rather than a field error.
+        #[derive(Deserialize)]
+        struct Head {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        let head: Head = serde_json::from_slice(data).map_err(|e| format!("not JSON: {e}"))?;
+        if head.format.as_deref() != Some(MANIFEST_FORMAT) {
+            return Err(format!(
+                "not a ferry image manifest (format {:?})",
+                head.format
+            ));
+        }
+        match head.version {
+            Some(MANIFEST_VERSION) => {}
+            v => {
+                return Err(format!(
+                    "manifest version {v:?} is not supported (this build reads {MANIFEST_VERSION})"
+                ))
+            }
+        }
+        let m: Manifest = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        crate::library::check_name(&m.name).map_err(|e| e.to_string())?;
+        for (d, s) in m.streams() {
+            if s.data_bytes.checked_add(s.hole_bytes) != Some(s.size) {
+                return Err(format!(
+                    "disk {}: stream sizes do not add up ({} + {} != {})",
+                    d.name, s.data_bytes, s.hole_bytes, s.size
+                ));
+            }
+            if s.size != d.size {
+                return Err(format!(
+                    "disk {} is {} bytes but its stream is {}",
+                    d.name, d.size, s.size
+                ));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Serialises for storage.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a manifest always serialises");
+        v.push(b'\n');
+        v
+    }
+}

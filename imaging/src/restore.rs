@@ -1,0 +1,390 @@
+//! Restore: an image's block stream onto a file or block device.
+//!
+//! Every chunk is verified against its BLAKE3 id before it is written; a bad
+//! chunk stops the restore with an error naming the chunk and pack, and its
+//! bytes never reach the target.
+//!
+//! **Seeding.** Before fetching a chunk, the target's bytes at that offset
+//! are hashed; if they already match (an interrupted restore, or an older
+//! version of the image), nothing is fetched or written. Ranges of a file
+//! target that are holes, and a target created by this restore, are known to
+//! read zeros without being read. Rerunning an interrupted restore therefore
+//! redoes only what is missing.
+//!
+//! **Holes** are punched in file targets (which stay sparse). On a block
+//! device they are zeroed with `BLKZEROOUT`, unless the caller says the
+//! device already reads zeros.
+//!
+//! Pipeline: the planner walks the chunk list, seeds, and reads pack ranges
+//! (merging adjacent records into one read of up to [`READ_BATCH`] bytes);
+//! workers decompress, verify and write with positional writes, coalescing
+//! contiguous chunks into one write.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver};
+use serde::Serialize;
+
+use crate::capture::{default_workers, FirstError};
+use crate::chunk::ChunkId;
+use crate::chunklist::Extent;
+use crate::device::{DeviceKind, Target};
+use crate::error::{Error, Result};
+use crate::index::{Index, Location};
+use crate::library::Library;
+use crate::progress::{ProgressSink, Throttle};
+use crate::store::LockMode;
+
+/// Pack bytes read per batch.
+pub const READ_BATCH: usize = 4 << 20;
+/// Batches queued for workers.
+const QUEUE: usize = 4;
+
+/// How to restore.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Which disk of the image (0 for single-disk images).
+    pub disk: usize,
+    /// Do not compare the target's existing bytes; write everything.
+    pub no_seed: bool,
+    /// The block device is known to read zeros already: skip zeroing holes.
+    pub target_zeroed: bool,
+    /// Decode/verify/write threads; 0 means one per core.
+    pub workers: usize,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreStats {
+    /// Image size in bytes.
+    pub bytes_total: u64,
+    /// Bytes written to the target.
+    pub bytes_written: u64,
+    /// Bytes already correct on the target, not rewritten.
+    pub bytes_seeded: u64,
+    /// Bytes of holes.
+    pub bytes_holes: u64,
+    /// Chunks fetched from the library and verified.
+    pub chunks_fetched: u64,
+    /// Stored bytes read from the library.
+    pub bytes_fetched: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// One chunk to fetch: where it goes, where it is, and its slice of the batch.
+struct Job {
+    target_off: u64,
+    loc: Location,
+    at: usize,
+}
+
+struct ReadBatch {
+    data: Vec<u8>,
+    jobs: Vec<Job>,
+}
+
+/// Restores disk `opts.disk` of image `name` onto `target`.
+pub fn restore(
+    lib: &Library,
+    name: &str,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &dyn ProgressSink,
+) -> Result<RestoreStats> {
+    let started = Instant::now();
+    let _lock = lib.lock(LockMode::Shared)?;
+    let manifest = lib.manifest(name)?;
+    let Some(disk) = manifest.disks.get(opts.disk) else {
+        return Err(Error::Config {
+            library: lib.location(),
+            reason: format!(
+                "image {name:?} has {} disk(s); there is no disk {}",
+                manifest.disks.len(),
+                opts.disk
+            ),
+        });
+    };
+    let stream = disk.stream();
+    let list = lib.read_list(&stream.list)?;
+    let index = lib.load_index()?;
+    // Every chunk must be present before a byte is written.
+    for e in list.extents() {
+        if let Extent::Chunk { id, .. } = e {
+            if !index.contains(id) {
+                return Err(Error::MissingChunk {
+                    id: *id,
+                    image: name.into(),
+                });
+            }
+        }
+    }
+    let target = Target::open(target, stream.size, name)?;
+    if target.kind == DeviceKind::File {
+        if let Some(free) = target.free_space() {
+            let need = stream.data_bytes.saturating_sub(target.allocated());
+            if free < need {
+                return Err(Error::TargetTooSmall {
+                    target: format!("the file system holding {}", target.path),
+                    have: free,
+                    need,
+                    image: name.into(),
+                });
+            }
+        }
+    }
+
+    let mut stats = RestoreStats {
+        bytes_total: stream.size,
+        ..Default::default()
+    };
+    let written = AtomicU64::new(0);
+    let errors = FirstError::default();
+    let workers = default_workers(opts.workers);
+    let mut throttle = Throttle::new(progress, "restore", stream.size);
+    let (tx, rx) = bounded::<ReadBatch>(QUEUE);
+
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let rx = rx.clone();
+                let (lib, index, target, written, errors) =
+                    (lib, &index, &target, &written, &errors);
+                s.spawn(move || write_batches(lib, index, target, rx, written, errors))
+            })
+            .collect();
+        drop(rx);
+        let mut planner = Planner {
+            lib,
+            index: &index,
+            target: &target,
+            batch: None,
+            tx,
+        };
+        let planned = planner.run(
+            list.extents(),
+            opts,
+            &mut stats,
+            &mut throttle,
+            &written,
+            &errors,
+        );
+        if let Err(e) = planned {
+            errors.set(e);
+        }
+        drop(planner);
+        for h in handles {
+            let _ = h.join();
+        }
+    });
+    errors.result()?;
+    target
+        .file
+        .sync_all()
+        .map_err(|e| Error::io("flushing", &target.path, e))?;
+    stats.bytes_written = written.load(Ordering::Relaxed);
+    throttle.finish(stream.size);
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+struct Planner<'a> {
+    lib: &'a Library,
+    index: &'a Index,
+    target: &'a Target,
+    batch: Option<ReadBatch>,
+    tx: crossbeam_channel::Sender<ReadBatch>,
+}
+
+impl Planner<'_> {
+    fn run(
+        &mut self,
+        extents: &[Extent],
+        opts: &RestoreOptions,
+        stats: &mut RestoreStats,
+        throttle: &mut Throttle<'_>,
+        written: &AtomicU64,
+        errors: &FirstError,
+    ) -> Result<()> {
+        let mut pos = 0u64;
+        let mut seed_buf = Vec::new();
+        let mut pending: Vec<(u64, Location)> = Vec::new();
+        for e in extents {
+            if errors.is_set() {
+                return Ok(());
+            }
+            match *e {
+                Extent::Hole { len } => {
+                    stats.bytes_holes += len;
+                    self.hole(pos, len, opts)?;
+                    pos += len;
+                }
+                Extent::Chunk { id, len, count } => {
+                    let loc = *self
+                        .index
+                        .get(&id)
+                        .expect("presence checked before writing");
+                    for _ in 0..count {
+                        if !opts.no_seed && self.seeded(&id, pos, len, &mut seed_buf)? {
+                            stats.bytes_seeded += u64::from(len);
+                        } else {
+                            pending.push((pos, loc));
+                            stats.chunks_fetched += 1;
+                            stats.bytes_fetched += loc.entry.record_len() as u64;
+                        }
+                        pos += u64::from(len);
+                    }
+                }
+            }
+            if pending.len() >= 64 {
+                self.fetch(&mut pending)?;
+            }
+            throttle
+                .update(stats.bytes_seeded + stats.bytes_holes + written.load(Ordering::Relaxed));
+        }
+        self.fetch(&mut pending)?;
+        self.send();
+        Ok(())
+    }
+
+    /// True if the target already holds chunk `id` at `pos`.
+    fn seeded(&self, id: &ChunkId, pos: u64, len: u32, buf: &mut Vec<u8>) -> Result<bool> {
+        let t = self.target;
+        if t.known_zero(pos, u64::from(len))
+            .map_err(|e| Error::io("probing", &t.path, e))?
+        {
+            return Ok(false); // chunks are never all zeros
+        }
+        buf.resize(len as usize, 0);
+        t.file
+            .read_exact_at(buf, pos)
+            .map_err(|e| Error::io("reading", format!("{} at offset {pos}", t.path), e))?;
+        Ok(ChunkId::of(buf) == *id)
+    }
+
+    fn hole(&self, pos: u64, len: u64, opts: &RestoreOptions) -> Result<()> {
+        let t = self.target;
+        let skip = match t.kind {
+            DeviceKind::File => t
+                .known_zero(pos, len)
+                .map_err(|e| Error::io("probing", &t.path, e))?,
+            DeviceKind::Block => opts.target_zeroed,
+        };
+        if !skip {
+            t.zero(pos, len).map_err(|e| {
+                Error::io(
+                    "zeroing",
+                    format!("{} at offset {pos} ({len} bytes)", t.path),
+                    e,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reads the records of `pending` chunks into batches, one read per run
+    /// of adjacent records in a pack.
+    fn fetch(&mut self, pending: &mut Vec<(u64, Location)>) -> Result<()> {
+        let mut i = 0;
+        while i < pending.len() {
+            let first = pending[i].1;
+            let mut j = i + 1;
+            let mut end = u64::from(first.entry.offset) + first.entry.record_len() as u64;
+            while j < pending.len() {
+                let l = pending[j].1;
+                if l.pack != first.pack
+                    || u64::from(l.entry.offset) != end
+                    || (end - u64::from(first.entry.offset)) as usize >= READ_BATCH
+                {
+                    break;
+                }
+                end += l.entry.record_len() as u64;
+                j += 1;
+            }
+            let start = u64::from(first.entry.offset);
+            let batch = self.batch.get_or_insert_with(|| ReadBatch {
+                data: Vec::new(),
+                jobs: Vec::new(),
+            });
+            let base = batch.data.len();
+            batch.data.resize(base + (end - start) as usize, 0);
+            self.lib.read_pack_range(
+                &self.index.pack_id(first.pack),
+                start,
+                &mut batch.data[base..],
+            )?;
+            for (target_off, loc) in &pending[i..j] {
+                let at = base + (u64::from(loc.entry.offset) - start) as usize;
+                batch.jobs.push(Job {
+                    target_off: *target_off,
+                    loc: *loc,
+                    at,
+                });
+            }
+            if batch.data.len() >= READ_BATCH {
+                self.send();
+            }
+            i = j;
+        }
+        pending.clear();
+        Ok(())
+    }
+
+    fn send(&mut self) {
+        if let Some(b) = self.batch.take() {
+            // A closed channel means the workers stopped on an error they recorded.
+            let _ = self.tx.send(b);
+        }
+    }
+}
+
+/// Verifies each chunk and writes runs of contiguous chunks with one write.
+fn write_batches(
+    lib: &Library,
+    index: &Index,
+    target: &Target,
+    rx: Receiver<ReadBatch>,
+    written: &AtomicU64,
+    errors: &FirstError,
+) {
+    let mut run: Vec<u8> = Vec::new();
+    let mut run_start = 0u64;
+    let mut scratch = Vec::new();
+    let flush = |run: &mut Vec<u8>, at: u64| -> Result<()> {
+        if !run.is_empty() {
+            target
+                .file
+                .write_all_at(run, at)
+                .map_err(|e| Error::io("writing", format!("{} at offset {at}", target.path), e))?;
+            written.fetch_add(run.len() as u64, Ordering::Relaxed);
+            run.clear();
+        }
+        Ok(())
+    };
+    for batch in rx {
+        let result = (|| {
+            for job in &batch.jobs {
+                let record = &batch.data[job.at..job.at + job.loc.entry.record_len()];
+                let chunk =
+                    lib.verify_record(index, &job.loc, record, std::mem::take(&mut scratch))?;
+                if run_start + run.len() as u64 != job.target_off || run.len() >= READ_BATCH {
+                    flush(&mut run, run_start)?;
+                    run_start = job.target_off;
+                }
+                run.extend_from_slice(chunk.data());
+                scratch = chunk.into_data();
+            }
+            flush(&mut run, run_start)
+        })();
+        if let Err(e) = result {
+            errors.set(e);
+            return;
+        }
+        if errors.is_set() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! `ferry image ls | show | verify | rm | gc`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use imaging::chunklist::Extent;
+use serde::Serialize;
+
+use super::progress::CliProgress;
+use super::{bytes, open_library, print_json};
+
+/// `ferry image` subcommands.
+#[derive(clap::Subcommand)]
+pub enum ImageCmd {
+    /// List images.
+    Ls {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one image's manifest and layout.
+    Show {
+        /// The image.
+        image: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read and check stored data: one image, or the whole library.
+    Verify {
+        /// The image; the whole library if omitted.
+        image: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an image (its data is freed by `gc`).
+    Rm {
+        /// The image.
+        image: String,
+    },
+    /// Delete data no image refers to.
+    Gc {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct LsRow {
+    name: String,
+    created: String,
+    parent: Option<String>,
+    disks: usize,
+    size: u64,
+    data_bytes: u64,
+    stored_new: u64,
+}
+
+/// Runs an image subcommand.
+pub fn run(library: &Path, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
+    let lib = open_library(library)?;
+    match cmd {
+        ImageCmd::Ls { json } => {
+            let mut rows = Vec::new();
+            for name in lib.image_names()? {
+                let m = lib.manifest(&name)?;
+                rows.push(LsRow {
+                    created: m
+                        .created
+                        .format(time::macros::format_description!(
+                            "[year]-[month]-[day] [hour]:[minute]:[second]"
+                        ))
+                        .unwrap_or_default(),
+                    parent: m.parent.clone(),
+                    disks: m.disks.len(),
+                    size: m.size(),
+                    data_bytes: m.streams().map(|(_, s)| s.data_bytes).sum(),
+                    stored_new: m.stats.stored_new,
+                    name,
+                });
+            }
+            if json {
+                print_json(&rows)?;
+            } else {
+                println!(
+                    "{:<32} {:<20} {:>10} {:>10} {:>10}  PARENT",
+                    "NAME", "CREATED", "SIZE", "DATA", "ADDED"
+                );
+                for r in rows {
+                    println!(
+                        "{:<32} {:<20} {:>10} {:>10} {:>10}  {}",
+                        r.name,
+                        r.created,
+                        bytes(r.size),
+                        bytes(r.data_bytes),
+                        bytes(r.stored_new),
+                        r.parent.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        ImageCmd::Show { image, json } => {
+            let m = lib.manifest(&image)?;
+            if json {
+                print_json(&m)?;
+            } else {
+                println!("image    {}", m.name);
+                println!(
+                    "created  {} UTC",
+                    m.created
+                        .format(time::macros::format_description!(
+                            "[year]-[month]-[day] [hour]:[minute]:[second]"
+                        ))
+                        .unwrap_or_default()
+                );
+                println!("parent   {}", m.parent.as_deref().unwrap_or("-"));
+                println!(
+                    "chunker  {} {} min {} avg {} max {}",
+                    m.chunker.algorithm,
+                    m.chunker.crate_version,
+                    bytes(m.chunker.min_size.into()),
+                    bytes(m.chunker.avg_size.into()),
+                    bytes(m.chunker.max_size.into())
+                );
+                for (d, s) in m.streams() {
+                    let list = lib.read_list(&s.list)?;
+                    let holes = list
+                        .extents()
+                        .iter()
+                        .filter(|e| matches!(e, Extent::Hole { .. }))
+                        .count();
+                    println!(
+                        "{}    {} from {}: {} data in {} chunks, {} zero in {} holes",
+                        d.name,
+                        bytes(d.size),
+                        d.source,
+                        bytes(s.data_bytes),
+                        s.chunks,
+                        bytes(s.hole_bytes),
+                        holes
+                    );
+                }
+                let st = &m.stats;
+                println!(
+                    "capture  {} read, {} new chunks ({}), {} stored, {:.1} s",
+                    bytes(st.bytes_read),
+                    st.chunks_new,
+                    bytes(st.bytes_new),
+                    bytes(st.stored_new),
+                    st.seconds
+                );
+            }
+        }
+        ImageCmd::Verify { image, json } => {
+            let progress = CliProgress::new();
+            let report = match &image {
+                Some(name) => imaging::verify::verify_image(&lib, name, &progress),
+                None => imaging::verify::verify_library(&lib, &progress),
+            }
+            .context("verifying")?;
+            progress.clear();
+            if json {
+                print_json(&report)?;
+            } else {
+                for p in &report.problems {
+                    println!("PROBLEM: {p}");
+                }
+                for n in &report.notes {
+                    println!("note: {n}");
+                }
+                println!(
+                    "{}: {} image(s), {} chunks, {} checked, {} problem(s)",
+                    if report.is_clean() {
+                        "clean"
+                    } else {
+                        "DAMAGED"
+                    },
+                    report.images.len(),
+                    report.chunks_checked,
+                    bytes(report.bytes_checked),
+                    report.problems.len()
+                );
+            }
+            if !report.is_clean() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        ImageCmd::Rm { image } => {
+            let _lock = lib.lock(imaging::store::LockMode::Exclusive)?;
+            lib.remove_image(&image)?;
+            eprintln!("removed image {image}; run `ferry image gc` to free its data");
+        }
+        ImageCmd::Gc { json } => {
+            let progress = CliProgress::new();
+            let r = imaging::gc::gc(&lib, &progress).context("collecting garbage")?;
+            progress.clear();
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "gc: {} live chunks; deleted {} pack(s), wrote {}, merged {} index file(s), deleted {} list(s) and {} temp file(s); freed {}",
+                    r.chunks_live,
+                    r.packs_deleted,
+                    r.packs_written,
+                    r.index_files_merged,
+                    r.lists_deleted,
+                    r.temp_files_removed,
+                    bytes(r.bytes_freed)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,61 @@
+//! Presentation: argument types, progress rendering and output formats for
+//! each subcommand.
+
+pub mod capture;
+pub mod image;
+pub mod progress;
+pub mod restore;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use imaging::Library;
+use indicatif::HumanBytes;
+
+/// Sends `tracing` output to stderr; `-v` raises the level.
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn,ferry=info,imaging=info",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+/// Opens an existing library, with the path in any error.
+pub fn open_library(path: &Path) -> anyhow::Result<Library> {
+    Library::open_local(path).with_context(|| format!("opening library {}", path.display()))
+}
+
+/// Bytes for people: `1.50 GiB`.
+pub fn bytes(n: u64) -> String {
+    HumanBytes(n).to_string()
+}
+
+/// A rate for people: `180.3 MiB/s`.
+pub fn rate(n: u64, secs: f64) -> String {
+    if secs <= 0.0 {
+        return "-".into();
+    }
+    format!("{}/s", HumanBytes((n as f64 / secs) as u64))
+}
+
+/// Seconds for people.
+pub fn duration(secs: f64) -> String {
+    format!("{:.1?}", Duration::from_secs_f64(secs.max(0.0)))
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

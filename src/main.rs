@@ -1,0 +1,58 @@
+//! `ferry`: moves whole servers between physical, virtual and cloud machines.
+//!
+//! This file only parses the command line and dispatches; the work is done
+//! by the library crates, the presentation by `cli`.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Move whole servers between physical, virtual and cloud machines.
+#[derive(Parser)]
+#[command(name = "ferry", version, about)]
+struct Args {
+    /// The image library (a directory).
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_LIBRARY",
+        default_value = "./ferry-library"
+    )]
+    library: PathBuf,
+    /// Log more (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Capture disk images or block devices into a new image.
+    Capture(cli::capture::CaptureArgs),
+    /// Restore an image onto a file or block device.
+    Restore(cli::restore::RestoreArgs),
+    /// List, inspect, verify, remove and garbage-collect images.
+    #[command(subcommand)]
+    Image(cli::image::ImageCmd),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::init_logging(args.verbose);
+    let result = match args.cmd {
+        Cmd::Capture(c) => cli::capture::run(&args.library, c),
+        Cmd::Restore(c) => cli::restore::run(&args.library, c),
+        Cmd::Image(c) => cli::image::run(&args.library, c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ferry: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! ferry's end-to-end test harness.
+//!
+//! Tests here run the built `ferry` binary the way an operator does and
+//! check what an operator would: exit codes, messages naming the damaged
+//! file, byte-identical restores. The binary is `$FERRY_BIN`, else the
+//! workspace's `target/release/ferry`, else `target/debug/ferry`; `./run
+//! test` builds it first. The QEMU harness joins this crate with the boot
+//! tests (issues 5, 6, 8).
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `ferry` binary under test.
+pub fn ferry_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERRY_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("ferry");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "no ferry binary: build it with `cargo build --release` (./run test does) or set FERRY_BIN"
+    );
+}
+
+/// A `ferry` command on library `lib`.
+pub fn ferry(lib: &Path) -> Command {
+    let mut c = Command::new(ferry_bin());
+    c.arg("--library").arg(lib).env_remove("FERRY_LIBRARY");
+    c
+}
+
+/// Runs a command to completion, returning its output.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail; returns its stderr.
+pub fn fails(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        !out.status.success(),
+        "{cmd:?} should have failed but succeeded"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs a command that prints JSON and parses it.
+pub fn json(cmd: &mut Command) -> serde_json::Value {
+    let out = ok(cmd.arg("--json"));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{cmd:?} printed no JSON ({e}):\n{out}"))
+}
+
+/// Deterministic pseudo-random bytes (xorshift64).
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A disk-like file: `mib` MiB of mixed random, text-like and zero regions.
+pub fn write_disk_like(path: &Path, mib: usize, seed: u64) {
+    let mut data = Vec::with_capacity(mib << 20);
+    let mut i = 0u64;
+    while data.len() < mib << 20 {
+        match i % 4 {
+            0 => data.extend(pseudo_random(3 << 20, seed + i)),
+            1 => data.extend(std::iter::repeat_n(0u8, 2 << 20)),
+            2 => data.extend(
+                pseudo_random(1 << 20, seed + i)
+                    .iter()
+                    .map(|b| b"etc/passwd root:x:0:0 /bin/bash\n"[(*b % 32) as usize]),
+            ),
+            _ => data.extend(pseudo_random(2 << 20, seed * 7 + i)),
+        }
+        i += 1;
+    }
+    data.truncate(mib << 20);
+    std::fs::write(path, data).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
