@@ -56,7 +56,24 @@ pub struct ChunkerParams {
 impl Default for ChunkerParams {
     /// The parameters for new libraries.
     ///
-    /// MEASUREMENT-PENDING
+    /// Measured with `cargo run --release -p imaging --example chunk_stats`
+    /// on the bench's Debian bookworm disk (2 GiB, 935 MiB allocated) and its
+    /// successor with a package installed (94 MB of 4 KiB blocks changed),
+    /// each average with min = avg/4 and max = avg×4, on 2 cores:
+    ///
+    /// | avg     | chunks | stored base | capture | added by next | next / changed |
+    /// |---------|--------|-------------|---------|---------------|----------------|
+    /// | 16 KiB  | 42 564 | 415.7 MB    | 4.6 s   | 25.7 MB       | 0.27           |
+    /// | 32 KiB  | 21 722 | 411.5 MB    | 3.2 s   | 28.4 MB       | 0.30           |
+    /// | 64 KiB  | 11 313 | 410.3 MB    | 2.9 s   | 30.9 MB       | 0.33           |
+    /// | 128 KiB |  6 058 | 411.6 MB    | 3.2 s   | 34.4 MB       | 0.37           |
+    ///
+    /// 64 KiB is the fastest and stores the least; an incremental still costs
+    /// only a third of the changed bytes, and per-chunk metadata (48 B in a
+    /// list, 52 B in an index) is a quarter of 16 KiB's. Below it, per-chunk
+    /// overhead dominates; above it, scattered metadata changes each drag a
+    /// larger chunk along. Level-1 normalization keeps most chunks within
+    /// avg/2..avg×2. Zero runs of 64 KiB or more become holes.
     fn default() -> Self {
         ChunkerParams {
             algorithm: "fastcdc-v2020".into(),
@@ -445,8 +462,10 @@ mod tests {
     #[test]
     fn default_params_are_valid() {
         ChunkerParams::default().check().expect("valid");
-        let mut p = ChunkerParams::default();
-        p.crate_version = "4.0.0".into();
-        assert!(p.check().is_err());
+        let old = ChunkerParams {
+            crate_version: "4.0.0".into(),
+            ..Default::default()
+        };
+        assert!(old.check().is_err());
     }
 }

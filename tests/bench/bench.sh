@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# bench.sh — ferry's capture/restore benchmark on a real Debian disk image.
+#
+# Measures, on the fixture from tests/fixtures/debian-disk.sh (a 2 GiB sparse
+# bookworm server disk, debian.img, and debian-v2.img = debian.img + vim), the
+# wall time, peak RSS (/usr/bin/time %M) and stored bytes of:
+#
+#   cp cold / warm   cp --sparse=always debian.img X && sync -f X: the physical
+#                    limit every other step is compared against (cold = page
+#                    cache dropped first, as before every step; warm = the
+#                    image already cached)
+#   ferry capture    $FERRY capture debian.img --library L --name v1
+#   ferry restore    $FERRY restore v1 OUT.img --library L  (must cmp equal)
+#   ferry incr       $FERRY capture debian-v2.img --library L --name v2 --parent v1
+#                    stored = growth of du -sb L, against debian-v2.changed-bytes
+#   casync make/extract/make v2 on the same images, store size by du -sb
+#
+# Every step that writes is followed by `sync -f` on what it wrote, inside the
+# timing, so page-cache writeback is counted for every tool alike.
+#
+# Then checks the targets: ferry capture <= 2x cp, restore <= 1.5x cp, stored
+# <= casync's stored, incremental stored <= 1.3x changed bytes, peak RSS
+# <= 300 MB. It is a report: exit 0 even when a target fails; non-zero when a
+# command fails or a restore is not byte-identical.
+#
+# Usage: sudo tests/bench/bench.sh [--only-baselines]
+#   --only-baselines   run only cp and casync (no ferry binary needed)
+# Environment:
+#   FERRY              ferry binary (default target/release/ferry)
+#   FERRY_BENCH_DIR    work dir, wiped at start (default /var/tmp/ferry-bench)
+#   FERRY_CACHE        passed on to the fixture script
+#
+# Adding a section: write a section_NAME function that calls
+# `measure STEP [--warm] [--sync PATH] -- cmd...` and `record_stored STEP BYTES`,
+# append NAME to SECTIONS, and add targets to report() if it has any.
+set -Eeuo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+FIXTURE_SCRIPT=$REPO/tests/fixtures/debian-disk.sh
+FERRY=${FERRY:-target/release/ferry}
+WORK=${FERRY_BENCH_DIR:-/var/tmp/ferry-bench}
+RESULTS=$WORK/results.tsv # step <TAB> seconds <TAB> peak RSS KiB
+STORED=$WORK/stored.tsv   # step <TAB> stored bytes
+LOGS=$WORK/logs
+ONLY_BASELINES=0
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+	log "ERROR: $*"
+	exit 1
+}
+on_err() { log "ERROR: command failed (exit $1) at line $2: $3"; }
+trap 'on_err "$?" "$LINENO" "$BASH_COMMAND"' ERR
+
+usage() { sed -n '2,/^set -E/{/^set -E/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+
+# ---------------------------------------------------------------- helpers ---
+drop_caches() {
+	sync
+	if ! echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
+		[[ -n ${WARNED_DROP:-} ]] || log "warning: cannot drop caches; 'cold' runs may be warm"
+		WARNED_DROP=1
+	fi
+}
+
+# measure STEP [--warm] [--sync PATH] -- cmd...
+# Runs cmd (output to $LOGS/STEP.log) after dropping the page cache (unless
+# --warm), then sync -f PATH if given; records wall seconds and peak RSS (KiB).
+measure() {
+	local step=$1 warm=0 sync_path="" t0 t1 secs rss
+	shift
+	while [[ $# -gt 0 && $1 != -- ]]; do
+		case $1 in
+		--warm) warm=1 ;;
+		--sync)
+			sync_path=$2
+			shift
+			;;
+		*) die "measure: unknown option $1" ;;
+		esac
+		shift
+	done
+	[[ ${1:-} == -- ]] || die "measure $step: missing -- before the command"
+	shift
+	((warm)) || drop_caches
+	log "$step: $*"
+	t0=$(date +%s%N)
+	if ! /usr/bin/time -f %M -o "$WORK/.rss" "$@" >"$LOGS/$step.log" 2>&1; then
+		tail -n 20 "$LOGS/$step.log" >&2 || true
+		die "$step failed: $* (log: $LOGS/$step.log)"
+	fi
+	[[ -z $sync_path ]] || sync -f "$sync_path"
+	t1=$(date +%s%N)
+	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+	rss=$(tail -n 1 "$WORK/.rss")
+	[[ $rss =~ ^[0-9]+$ ]] || rss=""
+	printf '%s\t%s\t%s\n' "$step" "$secs" "$rss" >>"$RESULTS"
+	log "$step: ${secs} s, peak RSS ${rss:-?} KiB"
+}
+
+record_stored() { printf '%s\t%s\n' "$1" "$2" >>"$STORED"; }
+
+size_b() { du -sb "$@" | awk '{ s += $1 } END { print s + 0 }'; }
+
+same_or_die() {
+	local a=$1 b=$2
+	log "cmp $a $b"
+	cmp "$a" "$b" >&2 || die "$b is not byte-identical to $a"
+}
+
+# Field of a results file for a step ("" if absent).
+get() { awk -F'\t' -v s="$2" -v c="$3" '$1 == s { v = $c } END { print v }' "$1"; }
+secs_of() { get "$RESULTS" "$1" 2; }
+rss_of() { get "$RESULTS" "$1" 3; }
+stored_of() { get "$STORED" "$1" 2; }
+
+# ---------------------------------------------------------------- sections ---
+SECTIONS=(cp ferry casync)
+
+section_cp() {
+	measure cp_cold --sync "$WORK/cp.img" -- cp --sparse=always "$IMG" "$WORK/cp.img"
+	rm -f "$WORK/cp.img"
+	measure cp_warm --warm --sync "$WORK/cp.img" -- cp --sparse=always "$IMG" "$WORK/cp.img"
+	rm -f "$WORK/cp.img"
+}
+
+section_ferry() {
+	if ((ONLY_BASELINES)); then
+		log "ferry: skipped (--only-baselines)"
+		return
+	fi
+	local lib=$WORK/library before after
+	measure ferry_capture --sync "$WORK" -- "$FERRY" capture "$IMG" --library "$lib" --name v1
+	sync
+	record_stored ferry_capture "$(size_b "$lib")"
+
+	measure ferry_restore --sync "$WORK/ferry-out.img" -- "$FERRY" restore v1 "$WORK/ferry-out.img" --library "$lib"
+	same_or_die "$IMG" "$WORK/ferry-out.img"
+	rm -f "$WORK/ferry-out.img"
+
+	before=$(size_b "$lib")
+	measure ferry_incr --sync "$WORK" -- "$FERRY" capture "$IMG2" --library "$lib" --name v2 --parent v1
+	sync
+	if after=$(size_b "$lib") && [[ -n $after ]]; then
+		record_stored ferry_incr "$((after - before))"
+	else
+		# Fallback: ask ferry (field name not fixed yet: take the first that fits).
+		"$FERRY" image show v2 --library "$lib" --json >"$LOGS/ferry_image_show.json"
+		record_stored ferry_incr "$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+for k in ("stored_bytes", "new_bytes", "added_bytes", "stored"):
+    if isinstance(d.get(k), int):
+        print(d[k]); break
+else:
+    sys.exit("no stored-bytes field in ferry image show --json")' "$LOGS/ferry_image_show.json")"
+	fi
+}
+
+section_casync() {
+	local store=$WORK/casync.store before
+	measure casync_make --sync "$WORK" -- casync make --store="$store" "$WORK/v1.caibx" "$IMG"
+	sync
+	# Stored = chunk store + index, as a restore needs both.
+	record_stored casync_make "$(size_b "$store" "$WORK/v1.caibx")"
+
+	measure casync_extract --sync "$WORK/casync-out.img" -- casync extract --store="$store" "$WORK/v1.caibx" "$WORK/casync-out.img"
+	same_or_die "$IMG" "$WORK/casync-out.img"
+	rm -f "$WORK/casync-out.img"
+
+	before=$(size_b "$store")
+	measure casync_incr --sync "$WORK" -- casync make --store="$store" "$WORK/v2.caibx" "$IMG2"
+	sync
+	record_stored casync_incr "$(($(size_b "$store") - before + $(size_b "$WORK/v2.caibx")))"
+}
+
+# ------------------------------------------------------------------ report ---
+# PASS/FAIL/SKIP line: target NAME VALUE OP LIMIT (VALUE "" = not measured).
+target() {
+	local name=$1 value=$2 op=$3 limit=$4 verdict
+	if [[ -z $value || -z $limit ]]; then
+		verdict=SKIP
+	elif awk -v v="$value" -v l="$limit" -v op="$op" 'BEGIN { exit !(op == "<=" ? v <= l : v < l) }'; then
+		verdict=PASS
+	else
+		verdict=FAIL
+	fi
+	printf '  %-4s  %-48s %s %s %s\n' "$verdict" "$name" "${value:-n/a}" "$op" "${limit:-n/a}"
+}
+
+# Arithmetic on possibly-missing values: print nothing when an input is empty.
+mul() { if [[ -n $1 && -n $2 ]]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a * b }'; fi; }
+div() { if [[ -n $1 && -n $2 && $2 != 0 ]]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; fi; }
+mb() { if [[ -n $1 ]]; then awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; fi; }
+
+report() {
+	local cp step secs rss stored ratio changed max_rss="" r
+	cp=$(secs_of cp_cold)
+	changed=$(cat "$FIX/debian-v2.changed-bytes")
+	echo
+	echo "ferry benchmark — $(date -Is)"
+	echo "host: $(nproc) cpus, kernel $(uname -r); work dir $WORK ($(df -T "$WORK" | awk 'NR == 2 { print $2 }'))"
+	echo "fixture: $FIX"
+	echo "  debian.img     $(du -h --apparent-size "$IMG" | cut -f1) apparent, $(du -h "$IMG" | cut -f1) allocated"
+	echo "  debian-v2.img  $(du -h --apparent-size "$IMG2" | cut -f1) apparent, $(du -h "$IMG2" | cut -f1) allocated; changed bytes (4 KiB blocks) $changed"
+	((ONLY_BASELINES)) || echo "ferry: $FERRY ($("$FERRY" --version 2>/dev/null | head -n 1 || echo 'no --version'))"
+	echo
+	printf '%-16s %9s %12s %13s %15s\n' step seconds "ratio vs cp" "peak RSS MB" "stored bytes"
+	printf '%-16s %9s %12s %13s %15s\n' ---- ------- ----------- ----------- ------------
+	while IFS=$'\t' read -r step secs rss; do
+		stored=$(stored_of "$step")
+		ratio=$(div "$secs" "$cp")
+		printf '%-16s %9s %12s %13s %15s\n' "$step" "$secs" "${ratio:--}" \
+			"$(r=$(mb "$rss"); echo "${r:--}")" "${stored:--}"
+	done <"$RESULTS"
+	echo
+	if [[ -n $(stored_of casync_incr) ]]; then
+		echo "casync incremental: $(stored_of casync_incr) bytes = $(div "$(stored_of casync_incr)" "$changed")x changed bytes"
+	fi
+	if [[ -n $(stored_of ferry_incr) ]]; then
+		echo "ferry incremental:  $(stored_of ferry_incr) bytes = $(div "$(stored_of ferry_incr)" "$changed")x changed bytes"
+	fi
+	if [[ -n $(secs_of ferry_capture) && -n $(secs_of casync_make) ]]; then
+		echo
+		echo "ferry against casync (casync / ferry; above 1 means ferry is better):"
+		echo "  capture time   $(div "$(secs_of casync_make)" "$(secs_of ferry_capture)")x"
+		echo "  restore time   $(div "$(secs_of casync_extract)" "$(secs_of ferry_restore)")x"
+		echo "  incremental    $(div "$(secs_of casync_incr)" "$(secs_of ferry_incr)")x time, $(div "$(stored_of casync_incr)" "$(stored_of ferry_incr)")x stored"
+		echo "  stored bytes   $(div "$(stored_of casync_make)" "$(stored_of ferry_capture)")x (LZ4 against casync's zstd)"
+	fi
+	for step in ferry_capture ferry_restore ferry_incr; do
+		r=$(rss_of "$step")
+		[[ -z $r ]] || max_rss=$(awk -v a="${max_rss:-0}" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
+	done
+	echo
+	echo "targets:"
+	target "ferry capture time (s) <= 2 x cp" "$(secs_of ferry_capture)" "<=" "$(mul "$cp" 2)"
+	target "ferry restore time (s) <= 1.5 x cp" "$(secs_of ferry_restore)" "<=" "$(mul "$cp" 1.5)"
+	target "ferry stored (bytes) <= casync stored" "$(stored_of ferry_capture)" "<=" "$(stored_of casync_make)"
+	target "ferry incremental stored <= 1.3 x changed" "$(stored_of ferry_incr)" "<=" \
+		"$(awk -v c="$changed" 'BEGIN { printf "%d", c * 1.3 }')"
+	target "ferry peak RSS (MB) <= 300" \
+		"$(mb "$max_rss")" "<=" 300
+	((ONLY_BASELINES)) && echo "(ferry steps skipped: --only-baselines)"
+	true
+}
+
+# -------------------------------------------------------------------- main ---
+main() {
+	while [[ $# -gt 0 ]]; do
+		case $1 in
+		--only-baselines) ONLY_BASELINES=1 ;;
+		-h | --help)
+			usage
+			exit 0
+			;;
+		*) die "unknown argument: $1 (see --help)" ;;
+		esac
+		shift
+	done
+	[[ $EUID -eq 0 ]] || die "must run as root (fixture build, drop_caches)"
+	[[ -x /usr/bin/time ]] || die "/usr/bin/time not found (apt-get install time)"
+	command -v casync >/dev/null || die "casync not found (apt-get install casync)"
+	if ((!ONLY_BASELINES)); then
+		[[ $FERRY == /* || -x $FERRY ]] || FERRY=$REPO/$FERRY
+		[[ -x $FERRY ]] || die "ferry binary '$FERRY' not found: build it (cargo build --release), set FERRY, or pass --only-baselines"
+		FERRY=$(readlink -f "$FERRY")
+	fi
+
+	log "fixture: $FIXTURE_SCRIPT"
+	FIX=$("$FIXTURE_SCRIPT" | tail -n 1)
+	IMG=$FIX/debian.img
+	IMG2=$FIX/debian-v2.img
+	[[ -f $IMG && -f $IMG2 && -f $FIX/debian-v2.changed-bytes ]] || die "fixture incomplete in '$FIX'"
+
+	case $(readlink -m "$WORK") in
+	/ | /var | /var/tmp | /tmp | /root | /home | "$REPO") die "refusing to wipe FERRY_BENCH_DIR=$WORK" ;;
+	esac
+	log "work dir $WORK (wiped)"
+	rm -rf --one-file-system "$WORK"
+	mkdir -p "$LOGS"
+	: >"$RESULTS"
+	: >"$STORED"
+
+	local s
+	for s in "${SECTIONS[@]}"; do
+		"section_$s"
+	done
+	report | tee "$WORK/report.txt"
+}
+
+main "$@"
