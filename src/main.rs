@@ -41,6 +41,12 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`ferry image ls … | head`), as Unix
+    // tools do, instead of panicking in println!.
+    // SAFETY: called before any thread starts; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = Args::parse();
     cli::init_logging(args.verbose);
     let result = match args.cmd {

@@ -90,7 +90,7 @@ pub(crate) fn default_workers(n: usize) -> usize {
 }
 
 /// One hashed piece of a batch.
-enum Hashed {
+pub(crate) enum Hashed {
     Hole(u64),
     Known {
         id: ChunkId,
@@ -106,13 +106,34 @@ enum Hashed {
 }
 
 /// A batch after hashing; `stored` holds the stored forms of its new chunks.
-struct Done {
+pub(crate) struct Done<T> {
     seq: u64,
+    pub(crate) tag: T,
     pieces: Vec<Hashed>,
     stored: Vec<u8>,
 }
 
-type PackJob = (ObjectId, Vec<u8>, Vec<PackEntry>);
+/// Where the pieces of a stream go: a chunk list or a file's content.
+pub(crate) trait PieceSink {
+    /// Zero bytes.
+    fn hole(&mut self, len: u64);
+    /// A chunk.
+    fn chunk(&mut self, id: ChunkId, len: u32);
+}
+
+impl PieceSink for ChunkList {
+    fn hole(&mut self, len: u64) {
+        self.push_hole(len);
+    }
+    fn chunk(&mut self, id: ChunkId, len: u32) {
+        self.push_chunk(id, len);
+    }
+}
+
+/// Emits a batch to the pipeline; false once downstream has stopped.
+pub(crate) type Emit<'e, T> = dyn FnMut(Batch, T) -> bool + 'e;
+
+pub(crate) type PackJob = (ObjectId, Vec<u8>, Vec<PackEntry>);
 
 /// Captures `req.sources` into a new image in `lib`.
 pub fn capture(
@@ -155,13 +176,7 @@ pub fn capture(
     let read = AtomicU64::new(0);
     let mut throttle = Throttle::new(progress, "capture", total);
     let (pack_tx, pack_rx) = bounded::<PackJob>(1);
-    let mut collector = Collector {
-        index: &index,
-        session: HashSet::new(),
-        pack: PackBuilder::new(),
-        pack_tx: Some(pack_tx),
-        stats: CaptureStats::default(),
-    };
+    let mut collector = Collector::new(&index, pack_tx);
 
     let (lists, unflushed) = std::thread::scope(|s| {
         let writer = s.spawn(|| pack_writer(lib, pack_rx, &errors));
@@ -183,10 +198,7 @@ pub fn capture(
                 None => break,
             }
         }
-        if !errors.is_set() {
-            collector.flush_pack(&errors);
-        }
-        collector.pack_tx = None; // lets the writer finish
+        collector.close(&errors);
         let unflushed = writer.join().expect("the pack writer does not panic");
         (lists, unflushed)
     });
@@ -219,6 +231,7 @@ pub fn capture(
         parent: req.parent.clone(),
         chunker: lib.chunker().clone(),
         disks,
+        trees: Vec::new(),
         stats,
     };
     lib.write_manifest(&manifest)?;
@@ -244,24 +257,35 @@ fn stream_summary(list: &ChunkList, id: ObjectId) -> BlockStream {
     }
 }
 
-/// Collector state shared by all streams of one capture.
-struct Collector<'a> {
-    index: &'a Index,
+/// Collector state shared by all streams of one capture: the chunks seen,
+/// the pack in the making, and the figures.
+pub(crate) struct Collector<'a> {
+    pub(crate) index: &'a Index,
     session: HashSet<ChunkId>,
     pack: PackBuilder,
     pack_tx: Option<Sender<PackJob>>,
-    stats: CaptureStats,
+    pub(crate) stats: CaptureStats,
 }
 
-impl Collector<'_> {
-    /// Folds one batch's results into the list and the pack in the making.
-    fn absorb(&mut self, list: &mut ChunkList, d: Done, errors: &FirstError) {
-        for p in d.pieces {
-            match p {
-                Hashed::Hole(n) => list.push_hole(n),
+impl<'a> Collector<'a> {
+    pub(crate) fn new(index: &'a Index, pack_tx: Sender<PackJob>) -> Self {
+        Collector {
+            index,
+            session: HashSet::new(),
+            pack: PackBuilder::new(),
+            pack_tx: Some(pack_tx),
+            stats: CaptureStats::default(),
+        }
+    }
+
+    /// Stores one batch's new chunks and routes every piece to `sink`.
+    pub(crate) fn absorb<T>(&mut self, d: &Done<T>, sink: &mut dyn PieceSink, errors: &FirstError) {
+        for p in &d.pieces {
+            match *p {
+                Hashed::Hole(n) => sink.hole(n),
                 Hashed::Known { id, len } => {
                     self.stats.chunks += 1;
-                    list.push_chunk(id, len);
+                    sink.chunk(id, len);
                 }
                 Hashed::New {
                     id,
@@ -271,23 +295,34 @@ impl Collector<'_> {
                     end,
                 } => {
                     self.stats.chunks += 1;
-                    list.push_chunk(id, len);
-                    if !self.index.contains(&id) && self.session.insert(id) {
-                        self.stats.chunks_new += 1;
-                        self.stats.bytes_new += u64::from(len);
-                        self.pack
-                            .add(id, codec, len as usize, &d.stored[start..end]);
-                        if self.pack.is_full() {
-                            self.flush_pack(errors);
-                        }
-                    }
+                    sink.chunk(id, len);
+                    self.add(id, codec, len, &d.stored[start..end], errors);
                 }
             }
         }
     }
 
+    /// Adds a chunk's stored form unless the library or this capture has it.
+    pub(crate) fn add(
+        &mut self,
+        id: ChunkId,
+        codec: Codec,
+        len: u32,
+        stored: &[u8],
+        errors: &FirstError,
+    ) {
+        if !self.index.contains(&id) && self.session.insert(id) {
+            self.stats.chunks_new += 1;
+            self.stats.bytes_new += u64::from(len);
+            self.pack.add(id, codec, len as usize, stored);
+            if self.pack.is_full() {
+                self.flush_pack(errors);
+            }
+        }
+    }
+
     /// Hands the pack in the making to the writer.
-    fn flush_pack(&mut self, errors: &FirstError) {
+    pub(crate) fn flush_pack(&mut self, errors: &FirstError) {
         if self.pack.chunks() == 0 {
             return;
         }
@@ -302,11 +337,19 @@ impl Collector<'_> {
             debug_assert!(errors.is_set());
         }
     }
+
+    /// Flushes the last pack and lets the writer finish.
+    pub(crate) fn close(&mut self, errors: &FirstError) {
+        if !errors.is_set() {
+            self.flush_pack(errors);
+        }
+        self.pack_tx = None;
+    }
 }
 
 /// Writes packs durably, and an index file every [`FLUSH_PACKS`] packs.
 /// Returns the entries of packs not yet covered by an index file.
-fn pack_writer(lib: &Library, rx: Receiver<PackJob>, errors: &FirstError) -> Index {
+pub(crate) fn pack_writer(lib: &Library, rx: Receiver<PackJob>, errors: &FirstError) -> Index {
     let mut pending = Index::new();
     let mut packs = 0;
     for (id, bytes, entries) in rx {
@@ -327,8 +370,67 @@ fn pack_writer(lib: &Library, rx: Receiver<PackJob>, errors: &FirstError) -> Ind
     pending
 }
 
-/// Runs the pipeline over one source. `None` if it failed (the error is in
-/// `errors`).
+/// Runs the hashing pipeline once: `produce` runs on a reader thread and
+/// emits batches with a tag; `consume` receives each hashed batch, in order,
+/// on the calling thread. Returns false if the pipeline failed (the error is
+/// in `errors`).
+pub(crate) fn run_pipeline<'scope, 'env: 'scope, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, 'env>,
+    index: &'env Index,
+    workers: usize,
+    errors: &'env FirstError,
+    produce: impl FnOnce(&mut Emit<'_, T>) -> Result<()> + Send + 'scope,
+    mut consume: impl FnMut(Done<T>),
+) -> bool {
+    let (batch_tx, batch_rx) = bounded::<(u64, Batch, T)>(MAX_IN_FLIGHT);
+    let (done_tx, done_rx) = bounded::<Done<T>>(MAX_IN_FLIGHT);
+    let (ticket_tx, ticket_rx) = bounded::<()>(MAX_IN_FLIGHT);
+    for _ in 0..MAX_IN_FLIGHT {
+        ticket_tx
+            .send(())
+            .expect("the ticket channel has room for every ticket");
+    }
+    let reader = s.spawn(move || {
+        let mut seq = 0u64;
+        let mut emit = |b: Batch, tag: T| {
+            let ok = ticket_rx.recv().is_ok() && batch_tx.send((seq, b, tag)).is_ok();
+            seq += 1;
+            ok
+        };
+        if let Err(e) = produce(&mut emit) {
+            errors.set(e);
+        }
+    });
+    let hashers: Vec<_> = (0..workers)
+        .map(|_| {
+            let (rx, tx) = (batch_rx.clone(), done_tx.clone());
+            s.spawn(move || hash_batches(index, rx, tx))
+        })
+        .collect();
+    drop((batch_rx, done_tx));
+
+    let mut waiting: BTreeMap<u64, Done<T>> = BTreeMap::new();
+    let mut next = 0u64;
+    for done in done_rx.iter() {
+        waiting.insert(done.seq, done);
+        while let Some(d) = waiting.remove(&next) {
+            next += 1;
+            consume(d);
+            let _ = ticket_tx.send(());
+        }
+        if errors.is_set() {
+            break;
+        }
+    }
+    drop((done_rx, ticket_tx));
+    let _ = reader.join();
+    for h in hashers {
+        let _ = h.join();
+    }
+    !errors.is_set()
+}
+
+/// Runs the pipeline over one block source.
 #[allow(clippy::too_many_arguments)]
 fn capture_stream<'scope, 'env: 'scope>(
     s: &'scope std::thread::Scope<'scope, 'env>,
@@ -341,68 +443,35 @@ fn capture_stream<'scope, 'env: 'scope>(
     throttle: &mut Throttle<'_>,
     errors: &'env FirstError,
 ) -> Option<ChunkList> {
-    let (batch_tx, batch_rx) = bounded::<(u64, Batch)>(MAX_IN_FLIGHT);
-    let (done_tx, done_rx) = bounded::<Done>(MAX_IN_FLIGHT);
-    let (ticket_tx, ticket_rx) = bounded::<()>(MAX_IN_FLIGHT);
-    for _ in 0..MAX_IN_FLIGHT {
-        ticket_tx
-            .send(())
-            .expect("the ticket channel has room for every ticket");
-    }
-    let reader = s.spawn(move || {
-        if let Err(e) = read_source(src, regions, params, &batch_tx, &ticket_rx, read) {
-            errors.set(e);
-        }
-    });
-    let index = collector.index;
-    let hashers: Vec<_> = (0..workers)
-        .map(|_| {
-            let (rx, tx) = (batch_rx.clone(), done_tx.clone());
-            s.spawn(move || hash_batches(index, rx, tx))
-        })
-        .collect();
-    drop((batch_rx, done_tx));
-
     let mut list = ChunkList::new();
-    let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
-    let mut next = 0u64;
-    for done in done_rx.iter() {
-        waiting.insert(done.seq, done);
-        while let Some(d) = waiting.remove(&next) {
-            next += 1;
-            collector.absorb(&mut list, d, errors);
-            let _ = ticket_tx.send(());
+    let ok = run_pipeline(
+        s,
+        collector.index,
+        workers,
+        errors,
+        move |emit| read_source(src, regions, params, emit, read),
+        |d: Done<()>| {
+            collector.absorb(&d, &mut list, errors);
             throttle.update(read.load(Ordering::Relaxed));
-        }
-        if errors.is_set() {
-            break;
-        }
-    }
-    drop((done_rx, ticket_tx));
-    let _ = reader.join();
-    for h in hashers {
-        let _ = h.join();
-    }
-    (!errors.is_set()).then_some(list)
+        },
+    );
+    ok.then_some(list)
 }
 
 /// Reads the source's data regions into the chunker; holes are fed without
-/// reading. Each batch waits for a ticket, which bounds memory.
+/// reading.
 fn read_source(
     src: &Source,
     regions: &[(u64, u64)],
     params: &ChunkerParams,
-    tx: &Sender<(u64, Batch)>,
-    tickets: &Receiver<()>,
+    emit: &mut Emit<'_, ()>,
     read: &AtomicU64,
 ) -> Result<()> {
     let stopped = Cell::new(false);
-    let seq = Cell::new(0u64);
     let mut emit = |b: Batch| {
-        if stopped.get() || tickets.recv().is_err() || tx.send((seq.get(), b)).is_err() {
+        if !stopped.get() && !emit(b, ()) {
             stopped.set(true);
         }
-        seq.set(seq.get() + 1);
     };
     let mut chunker = Chunker::new(params);
     let mut buf = vec![0u8; READ_SIZE];
@@ -430,8 +499,8 @@ fn read_source(
 }
 
 /// Hashes every chunk; compresses the ones the library lacks.
-fn hash_batches(index: &Index, rx: Receiver<(u64, Batch)>, tx: Sender<Done>) {
-    for (seq, batch) in rx {
+fn hash_batches<T>(index: &Index, rx: Receiver<(u64, Batch, T)>, tx: Sender<Done<T>>) {
+    for (seq, batch, tag) in rx {
         let mut stored = Vec::new();
         let pieces = batch
             .pieces
@@ -463,6 +532,7 @@ fn hash_batches(index: &Index, rx: Receiver<(u64, Batch)>, tx: Sender<Done>) {
         if tx
             .send(Done {
                 seq,
+                tag,
                 pieces,
                 stored,
             })

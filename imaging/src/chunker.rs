@@ -207,7 +207,7 @@ impl Chunker {
     }
 
     /// Feeds stream bytes. `emit` receives each full batch.
-    pub fn feed(&mut self, mut data: &[u8], emit: &mut impl FnMut(Batch)) {
+    pub fn feed(&mut self, mut data: &[u8], emit: &mut (impl FnMut(Batch) + ?Sized)) {
         // Zero detection works on whole aligned blocks, whatever the feed
         // sizes: a block split across calls waits in `partial`.
         if !self.partial.is_empty() {
@@ -235,7 +235,7 @@ impl Chunker {
     }
 
     /// Classifies one whole block (or the stream's short last block).
-    fn block(&mut self, block: &[u8], emit: &mut impl FnMut(Batch)) {
+    fn block(&mut self, block: &[u8], emit: &mut (impl FnMut(Batch) + ?Sized)) {
         if crate::chunk::is_zero(block) {
             self.zeros += block.len() as u64;
         } else {
@@ -248,7 +248,7 @@ impl Chunker {
     }
 
     /// Feeds `len` zero bytes without reading them (a hole in a sparse file).
-    pub fn feed_zeros(&mut self, mut len: u64, emit: &mut impl FnMut(Batch)) {
+    pub fn feed_zeros(&mut self, mut len: u64, emit: &mut (impl FnMut(Batch) + ?Sized)) {
         if !self.partial.is_empty() {
             let n = ((ZERO_BLOCK - self.partial.len()) as u64).min(len);
             self.feed(&ZEROS[..n as usize], emit);
@@ -259,7 +259,7 @@ impl Chunker {
     }
 
     /// Ends the stream, emitting everything still held.
-    pub fn finish(mut self, emit: &mut impl FnMut(Batch)) {
+    pub fn finish(mut self, emit: &mut (impl FnMut(Batch) + ?Sized)) {
         let last = std::mem::take(&mut self.partial);
         if !last.is_empty() {
             self.block(&last, emit);
@@ -279,7 +279,7 @@ impl Chunker {
 
     /// A non-zero block follows the zeros seen so far: they become a hole
     /// (ending the segment) or part of the segment's data.
-    fn settle_zeros(&mut self, emit: &mut impl FnMut(Batch)) {
+    fn settle_zeros(&mut self, emit: &mut (impl FnMut(Batch) + ?Sized)) {
         if self.zeros == 0 {
             return;
         }
@@ -304,7 +304,7 @@ impl Chunker {
     /// Cuts chunks from `pending`. Unless the segment ends here, stops while
     /// fewer than `max` bytes remain, since the next cut could depend on data
     /// not yet seen.
-    fn cut_pending(&mut self, segment_end: bool, emit: &mut impl FnMut(Batch)) {
+    fn cut_pending(&mut self, segment_end: bool, emit: &mut (impl FnMut(Batch) + ?Sized)) {
         let mut at = 0;
         let (mask_s, mask_l) = self.masks;
         loop {

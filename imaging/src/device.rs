@@ -114,20 +114,28 @@ impl Source {
         if self.kind == DeviceKind::Block {
             return Ok(vec![(0, self.size)]);
         }
+        data_regions(&self.file, self.size, &self.path)
+    }
+}
+
+/// The data regions of a regular file of `size` bytes, `[start, end)`,
+/// aligned out to [`ZERO_BLOCK`], in order. Everything else reads as zeros.
+pub fn data_regions(file: &File, size: u64, path: &str) -> Result<Vec<(u64, u64)>> {
+    {
         let mut out: Vec<(u64, u64)> = Vec::new();
         let mut pos = 0u64;
         let align = ZERO_BLOCK as u64;
-        while pos < self.size {
-            let Some(data) = seek(&self.file, pos, libc::SEEK_DATA)
-                .map_err(|e| Error::io("seeking data in", &self.path, e))?
+        while pos < size {
+            let Some(data) = seek(file, pos, libc::SEEK_DATA)
+                .map_err(|e| Error::io("seeking data in", path, e))?
             else {
                 break;
             };
-            let hole = seek(&self.file, data, libc::SEEK_HOLE)
-                .map_err(|e| Error::io("seeking a hole in", &self.path, e))?
-                .unwrap_or(self.size);
+            let hole = seek(file, data, libc::SEEK_HOLE)
+                .map_err(|e| Error::io("seeking a hole in", path, e))?
+                .unwrap_or(size);
             let start = data / align * align;
-            let end = hole.div_ceil(align).saturating_mul(align).min(self.size);
+            let end = hole.div_ceil(align).saturating_mul(align).min(size);
             match out.last_mut() {
                 Some(last) if last.1 >= start => last.1 = last.1.max(end),
                 _ => out.push((start, end)),

@@ -30,6 +30,7 @@ pub mod chunker;
 pub mod chunklist;
 pub mod device;
 pub mod error;
+pub mod ext4;
 pub mod gc;
 pub mod index;
 pub mod library;
@@ -38,6 +39,7 @@ pub mod pack;
 pub mod progress;
 pub mod restore;
 pub mod store;
+pub mod tree;
 pub mod verify;
 
 pub use capture::{capture, CaptureRequest};

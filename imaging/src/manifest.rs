@@ -64,7 +64,11 @@ pub struct Manifest {
     /// How the streams were cut.
     pub chunker: ChunkerParams,
     /// The disks, in capture order.
+    #[serde(default)]
     pub disks: Vec<Disk>,
+    /// File trees (directory or unmounted file-system captures).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trees: Vec<Tree>,
     /// What the capture cost.
     pub stats: CaptureStats,
 }
@@ -119,6 +123,52 @@ pub struct BlockStream {
     pub hole_bytes: u64,
 }
 
+/// A captured file tree.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    /// Name within the image (`tree0`, …).
+    pub name: String,
+    /// Where it was captured from.
+    pub source: String,
+    /// The stream.
+    pub stream: TreeStream,
+}
+
+/// A file-tree stream: a metadata stream of entries (JSON lines, see
+/// [`crate::tree::entry`]) stored as a chunk list, whose file entries refer
+/// to content chunks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeStream {
+    /// The chunk list of the metadata stream.
+    pub metadata: ObjectId,
+    /// Bytes in the metadata stream.
+    pub metadata_bytes: u64,
+    /// Entries in the tree.
+    pub entries: u64,
+    /// Regular files with content (hard links counted once).
+    pub files: u64,
+    /// Bytes of file content.
+    pub data_bytes: u64,
+    /// Identity of the source for the files cache: the device of a
+    /// directory, or the UUID of a file system read unmounted.
+    #[serde(default)]
+    pub source_id: String,
+    /// File-system facts when captured from an unmounted file system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FsInfo>,
+}
+
+/// An unmounted file system's identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsInfo {
+    /// `ext4`, `ext3`, `ext2`.
+    pub kind: String,
+    /// Its UUID.
+    pub uuid: String,
+    /// Its label.
+    pub label: String,
+}
+
 /// Figures of one capture.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CaptureStats {
@@ -137,9 +187,10 @@ pub struct CaptureStats {
 }
 
 impl Manifest {
-    /// Total size of all disks.
+    /// Total size of all disks, plus the file content of all trees.
     pub fn size(&self) -> u64 {
-        self.disks.iter().map(|d| d.size).sum()
+        self.disks.iter().map(|d| d.size).sum::<u64>()
+            + self.trees.iter().map(|t| t.stream.data_bytes).sum::<u64>()
     }
 
     /// Every block stream, with its disk.
@@ -192,6 +243,9 @@ impl Manifest {
                     d.name, d.size, s.size
                 ));
             }
+        }
+        if m.disks.is_empty() && m.trees.is_empty() {
+            return Err("the image holds neither disks nor trees".into());
         }
         Ok(m)
     }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use imaging::tree::capture::{capture_tree, TreeCaptureRequest};
 use imaging::{CaptureRequest, Library};
 
 use super::progress::CliProgress;
@@ -12,7 +13,8 @@ use super::{bytes, duration, print_json, rate};
 /// Arguments of `ferry capture`.
 #[derive(clap::Args)]
 pub struct CaptureArgs {
-    /// Disk image files or block devices; each becomes one disk of the image.
+    /// Disk image files or block devices, each one disk of the image; with
+    /// --files, one directory or ext2/3/4 file system.
     #[arg(required = true)]
     sources: Vec<PathBuf>,
     /// Name of the new image.
@@ -21,6 +23,20 @@ pub struct CaptureArgs {
     /// The image this capture succeeds (recorded as its parent).
     #[arg(long)]
     parent: Option<String>,
+    /// Capture a file tree: a mounted directory, or an unmounted ext2/3/4
+    /// partition or image (read directly, never written).
+    #[arg(long)]
+    files: bool,
+    /// With --files: leave out paths matching this glob (relative to the
+    /// source; `*` and `?` within a component). Repeatable.
+    #[arg(long, requires = "files")]
+    exclude: Vec<String>,
+    /// With --files: descend into other mounted file systems.
+    #[arg(long, requires = "files")]
+    cross_file_systems: bool,
+    /// With --files on `/`: keep the contents of /proc, /sys, /dev, /run and /tmp.
+    #[arg(long, requires = "files")]
+    no_default_excludes: bool,
     /// Print the manifest as JSON.
     #[arg(long)]
     json: bool,
@@ -31,25 +47,43 @@ pub fn run(library: &Path, a: CaptureArgs) -> anyhow::Result<ExitCode> {
     let lib = Library::open_or_create_local(library)
         .with_context(|| format!("opening library {}", library.display()))?;
     let progress = CliProgress::new();
-    let req = CaptureRequest {
-        name: a.name.clone(),
-        parent: a.parent,
-        sources: a.sources,
-        workers: 0,
-    };
-    let m = imaging::capture(&lib, &req, &progress)
-        .with_context(|| format!("capturing image {}", a.name))?;
+    let m = if a.files {
+        let [source] = <[PathBuf; 1]>::try_from(a.sources)
+            .map_err(|_| anyhow::anyhow!("--files captures exactly one source"))?;
+        let req = TreeCaptureRequest {
+            name: a.name.clone(),
+            parent: a.parent,
+            source,
+            excludes: a.exclude,
+            cross_file_systems: a.cross_file_systems,
+            no_default_excludes: a.no_default_excludes,
+            workers: 0,
+        };
+        capture_tree(&lib, &req, &progress)
+    } else {
+        let req = CaptureRequest {
+            name: a.name.clone(),
+            parent: a.parent,
+            sources: a.sources,
+            workers: 0,
+        };
+        imaging::capture(&lib, &req, &progress)
+    }
+    .with_context(|| format!("capturing image {}", a.name))?;
     progress.clear();
     if a.json {
         print_json(&m)?;
     } else {
         let s = &m.stats;
         eprintln!(
-            "captured image {} into {}: {} in {} disk(s), {} read, {} chunks ({} new, {}), {} stored, in {} ({})",
+            "captured image {} into {}: {} in {}, {} read, {} chunks ({} new, {}), {} stored, in {} ({})",
             m.name,
             lib.location(),
             bytes(m.size()),
-            m.disks.len(),
+            match m.trees.first() {
+                Some(t) => format!("{} entries, {} files", t.stream.entries, t.stream.files),
+                None => format!("{} disk(s)", m.disks.len()),
+            },
             bytes(s.bytes_read),
             s.chunks,
             s.chunks_new,

@@ -13,9 +13,27 @@ use super::{bytes, open_library, print_json};
 /// `ferry image` subcommands.
 #[derive(clap::Subcommand)]
 pub enum ImageCmd {
-    /// List images.
+    /// List images, or with IMAGE[:/path] the files of a file-tree image.
     Ls {
+        /// An image, optionally with a path inside it.
+        target: Option<String>,
         /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a file of a file-tree image (IMAGE:/path) to standard output.
+    Cat {
+        /// IMAGE:/path
+        target: String,
+    },
+    /// Copy a directory or file of a file-tree image (IMAGE:/path) into DIR,
+    /// with full metadata.
+    Extract {
+        /// IMAGE:/path
+        target: String,
+        /// Where to put it (created if absent).
+        dir: std::path::PathBuf,
+        /// Print the figures as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -63,7 +81,40 @@ struct LsRow {
 pub fn run(library: &Path, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
     let lib = open_library(library)?;
     match cmd {
-        ImageCmd::Ls { json } => {
+        ImageCmd::Ls {
+            target: Some(t),
+            json,
+        } => {
+            let (image, path) = split_target(&t);
+            let entries = imaging::tree::browse::list(&lib, image, &path)?;
+            if json {
+                print_json(&entries)?;
+            } else {
+                for e in entries {
+                    println!("{}", ls_line(&e));
+                }
+            }
+        }
+        ImageCmd::Cat { target } => {
+            let (image, path) = split_target(&target);
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            imaging::tree::browse::cat(&lib, image, &path, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+        }
+        ImageCmd::Extract { target, dir, json } => {
+            let (image, path) = split_target(&target);
+            let progress = CliProgress::new();
+            return super::restore::restore_tree_cmd(
+                &lib,
+                image,
+                &dir,
+                Some(path),
+                json,
+                &progress,
+            );
+        }
+        ImageCmd::Ls { target: None, json } => {
             let mut rows = Vec::new();
             for name in lib.image_names()? {
                 let m = lib.manifest(&name)?;
@@ -214,4 +265,50 @@ pub fn run(library: &Path, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Splits `IMAGE:/path` (the path defaults to the root).
+fn split_target(t: &str) -> (&str, Vec<u8>) {
+    match t.split_once(':') {
+        Some((image, path)) => (image, imaging::tree::browse::tree_path(path)),
+        None => (t, Vec::new()),
+    }
+}
+
+/// One `ls -l`-like line.
+fn ls_line(e: &imaging::tree::Entry) -> String {
+    use imaging::tree::Kind;
+    let t = match e.kind {
+        Kind::Dir => 'd',
+        Kind::File => '-',
+        Kind::Symlink => 'l',
+        Kind::Char => 'c',
+        Kind::Block => 'b',
+        Kind::Fifo => 'p',
+    };
+    let mut perms = String::new();
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        perms.push(if e.mode & (0o400 >> i) != 0 { c } else { '-' });
+    }
+    let when = time::OffsetDateTime::from_unix_timestamp(e.mtime)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]"
+            ))
+            .ok()
+        })
+        .unwrap_or_default();
+    let name = String::from_utf8_lossy(e.path.0.rsplit(|&b| b == b'/').next().unwrap_or_default())
+        .into_owned();
+    let extra = match (&e.target, &e.hardlink, e.rdev) {
+        (Some(target), _, _) => format!(" -> {}", target.display()),
+        (_, Some(first), _) => format!(" => /{}", first.display()),
+        (_, _, Some((ma, mi))) => format!(" [{ma}, {mi}]"),
+        _ => String::new(),
+    };
+    format!(
+        "{t}{perms} {:>6} {:>6} {:>12} {when} {name}{extra}",
+        e.uid, e.gid, e.size
+    )
 }

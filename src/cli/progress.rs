@@ -54,18 +54,26 @@ impl ProgressSink for CliProgress {
         match &mut *inner {
             Inner::Bar(bar) => {
                 let bar = bar.get_or_insert_with(|| {
-                    let b = ProgressBar::new(p.total);
-                    b.set_style(
-                        ProgressStyle::with_template(
+                    // An unknown total (a tree being walked) gets a spinner.
+                    let (b, template) = if p.total > 0 {
+                        (
+                            ProgressBar::new(p.total),
                             "{msg:>8} [{bar:32}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
                         )
-                        .expect("the template is valid")
-                        .progress_chars("=> "),
+                    } else {
+                        (ProgressBar::no_length(), "{msg:>8} {spinner} {bytes} {binary_bytes_per_sec}")
+                    };
+                    b.set_style(
+                        ProgressStyle::with_template(template)
+                            .expect("the template is valid")
+                            .progress_chars("=> "),
                     );
                     b.set_message(p.step);
                     b
                 });
-                bar.set_length(p.total.max(p.done));
+                if p.total > 0 {
+                    bar.set_length(p.total.max(p.done));
+                }
                 bar.set_position(p.done);
             }
             Inner::Lines { last, started } => {

@@ -103,3 +103,75 @@ pub fn write_disk_like(path: &Path, mib: usize, seed: u64) {
     data.truncate(mib << 20);
     std::fs::write(path, data).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
+
+/// True when running as root (loop devices, mknod, chown, security xattrs).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Returns early from a test, loudly, when a prerequisite is missing.
+#[macro_export]
+macro_rules! require {
+    ($cond:expr, $test:expr, $why:expr) => {
+        if !$cond {
+            eprintln!("SKIPPED {}: {}", $test, $why);
+            return;
+        }
+    };
+}
+
+/// The Debian bookworm fixture (built once, cached outside the repo by
+/// `tests/fixtures/debian-disk.sh`): its directory, holding `debian.img`,
+/// `debian-v2.img` and `rootfs.tar.zst`.
+pub fn debian_fixture() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/debian-disk.sh");
+    let out = Command::new(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(out.status.success(), "{} failed", script.display());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout.lines().last().unwrap_or_default().trim();
+    PathBuf::from(dir)
+}
+
+/// Extracts the fixture's Debian root tree into `dest` with full metadata.
+pub fn extract_debian_tree(fixture: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap_or_else(|e| panic!("creating {}: {e}", dest.display()));
+    ok(Command::new("tar")
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--numeric-owner",
+            "-I",
+            "zstd",
+            "-xpf",
+        ])
+        .arg(fixture.join("rootfs.tar.zst"))
+        .arg("-C")
+        .arg(dest));
+}
+
+/// `rsync -aHAXn --numeric-ids --itemize-changes SRC/ DST/`: every
+/// difference, one per line; empty when the trees are identical.
+pub fn rsync_differences(src: &Path, dst: &Path) -> String {
+    let mut a = src.as_os_str().to_owned();
+    a.push("/");
+    let mut b = dst.as_os_str().to_owned();
+    b.push("/");
+    ok(Command::new("rsync")
+        .args(["-aHAXn", "--numeric-ids", "--itemize-changes"])
+        .arg(a)
+        .arg(b))
+}
+
+/// Runs a shell snippet that must succeed.
+pub fn sh(script: &str) {
+    ok(Command::new("bash").args(["-euo", "pipefail", "-c", script]));
+}

@@ -1,0 +1,1 @@
+//! Reading unmounted ext2/3/4 file systems with full metadata (in progress).
