@@ -115,7 +115,7 @@ rss_of() { get "$RESULTS" "$1" 3; }
 stored_of() { get "$STORED" "$1" 2; }
 
 # ---------------------------------------------------------------- sections ---
-SECTIONS=(cp ferry casync)
+SECTIONS=(cp ferry casync tree)
 
 section_cp() {
 	measure cp_cold --sync "$WORK/cp.img" -- cp --sparse=always "$IMG" "$WORK/cp.img"
@@ -172,6 +172,41 @@ section_casync() {
 	measure casync_incr --sync "$WORK" -- casync make --store="$store" "$WORK/v2.caibx" "$IMG2"
 	sync
 	record_stored casync_incr "$(($(size_b "$store") - before + $(size_b "$WORK/v2.caibx")))"
+}
+
+# File trees (issue 3): the Debian root tree, against GNU tar and casync's catar.
+section_tree() {
+	local tree=$WORK/tree lib=$WORK/tree-library store=$WORK/tree-casync.store
+	local xa=(--xattrs --xattrs-include='*' --acls --numeric-owner)
+	log "extracting the Debian tree into $tree"
+	mkdir -p "$tree"
+	tar "${xa[@]}" -I zstd -xpf "$FIX/rootfs.tar.zst" -C "$tree"
+	sync
+
+	measure tar_create --sync "$WORK/tree.tar" -- tar "${xa[@]}" -cf "$WORK/tree.tar" -C "$tree" .
+	record_stored tar_create "$(size_b "$WORK/tree.tar")"
+	mkdir -p "$WORK/tar-out"
+	measure tar_extract --sync "$WORK/tar-out" -- tar "${xa[@]}" -xpf "$WORK/tree.tar" -C "$WORK/tar-out"
+	rm -rf "$WORK/tar-out" "$WORK/tree.tar"
+
+	if ((!ONLY_BASELINES)); then
+		measure ferry_tree_capture --sync "$WORK" -- "$FERRY" capture "$tree" --files --library "$lib" --name t1
+		sync
+		record_stored ferry_tree_capture "$(size_b "$lib")"
+		measure ferry_tree_restore --sync "$WORK/ferry-tree-out" -- "$FERRY" restore t1 "$WORK/ferry-tree-out" --library "$lib"
+		local diff
+		diff=$(rsync -aHAXn --numeric-ids --itemize-changes "$tree/" "$WORK/ferry-tree-out/")
+		[[ -z $diff ]] || die "ferry's restored tree differs from the source:"$'\n'"$diff"
+		log "ferry tree restore: rsync -aHAX finds no difference"
+		rm -rf "$WORK/ferry-tree-out"
+		measure ferry_tree_recapture --sync "$WORK" -- "$FERRY" capture "$tree" --files --library "$lib" --name t2 --parent t1
+	fi
+
+	measure casync_tree_make --sync "$WORK" -- casync make --store="$store" "$WORK/tree.caidx" "$tree"
+	sync
+	record_stored casync_tree_make "$(size_b "$store" "$WORK/tree.caidx")"
+	measure casync_tree_extract --sync "$WORK/casync-tree-out" -- casync extract --store="$store" "$WORK/tree.caidx" "$WORK/casync-tree-out"
+	rm -rf "$WORK/casync-tree-out" "$tree"
 }
 
 # ------------------------------------------------------------------ report ---
@@ -241,6 +276,15 @@ report() {
 		"$(awk -v c="$changed" 'BEGIN { printf "%d", c * 1.3 }')"
 	target "ferry peak RSS (MB) <= 300" \
 		"$(mb "$max_rss")" "<=" 300
+	echo
+	echo "file-tree targets (Debian root tree):"
+	target "tree capture (s) <= tar -c" "$(secs_of ferry_tree_capture)" "<=" "$(secs_of tar_create)"
+	target "tree restore (s) <= 1/3 casync extract" "$(secs_of ferry_tree_restore)" "<=" \
+		"$(div "$(secs_of casync_tree_extract)" 3)"
+	target "tree restore (s) <= 1.2 x tar -x" "$(secs_of ferry_tree_restore)" "<=" "$(mul "$(secs_of tar_extract)" 1.2)"
+	target "tree re-capture (s) <= 10% of capture" "$(secs_of ferry_tree_recapture)" "<=" \
+		"$(mul "$(secs_of ferry_tree_capture)" 0.1)"
+	target "tree stored (bytes) <= casync catar store" "$(stored_of ferry_tree_capture)" "<=" "$(stored_of casync_tree_make)"
 	((ONLY_BASELINES)) && echo "(ferry steps skipped: --only-baselines)"
 	true
 }

@@ -177,11 +177,17 @@ impl TreeSource for DirSource {
     }
 }
 
-/// What travels with a batch: the entry it starts, and whether it ends it.
+/// What travels with a batch: finished entries that precede it in walk
+/// order (metadata-only entries and cached files, sent in groups rather than
+/// one batch each), the entry the batch starts, and whether it ends it.
 struct Tag {
+    before: Vec<Entry>,
     entry: Option<Box<Entry>>,
     last: bool,
 }
+
+/// Finished entries are sent in groups of this many.
+const ENTRY_GROUP: usize = 512;
 
 /// The files cache: the previous capture's regular files by inode.
 struct FilesCache {
@@ -327,6 +333,10 @@ pub fn capture_tree(
             &errors,
             move |emit: &mut Emit<'_, Tag>| produce(src, cache, index, params, emit, read, cached),
             |d: Done<Tag>| {
+                for e in &d.tag.before {
+                    summary.add(e);
+                    meta.push(e, &mut collector, &errors);
+                }
                 if let Some(e) = &d.tag.entry {
                     current = Some(((**e).clone(), Content::default()));
                 }
@@ -335,14 +345,10 @@ pub fn capture_tree(
                 }
                 if d.tag.last {
                     if let Some((mut e, content)) = current.take() {
-                        if e.kind == Kind::File && e.hardlink.is_none() {
-                            summary.files += 1;
-                            summary.data_bytes += e.size;
-                            if e.content.is_none() {
-                                e.content = Some(content);
-                            }
+                        if e.kind == Kind::File && e.hardlink.is_none() && e.content.is_none() {
+                            e.content = Some(content);
                         }
-                        summary.entries += 1;
+                        summary.add(&e);
                         meta.push(&e, &mut collector, &errors);
                     }
                 }
@@ -384,6 +390,17 @@ pub fn capture_tree(
     Ok(manifest)
 }
 
+impl TreeStream {
+    /// Counts a finished entry.
+    fn add(&mut self, e: &Entry) {
+        self.entries += 1;
+        if e.kind == Kind::File && e.hardlink.is_none() {
+            self.files += 1;
+            self.data_bytes += e.size;
+        }
+    }
+}
+
 /// The reader thread: walks the source and emits each entry with its
 /// file's batches.
 fn produce(
@@ -396,6 +413,7 @@ fn produce(
     cached: &AtomicU64,
 ) -> Result<()> {
     let stopped = Cell::new(false);
+    let mut finished: Vec<Entry> = Vec::new();
     src.walk(&mut |mut e: Entry| {
         if stopped.get() {
             return Err(Error::Source {
@@ -413,14 +431,17 @@ fn produce(
             e.content = Some(Content::default());
         }
         if !needs_content || e.content.is_some() {
-            if !emit(
-                Batch::default(),
-                Tag {
-                    entry: Some(Box::new(e)),
-                    last: true,
-                },
-            ) {
-                stopped.set(true);
+            finished.push(e);
+            if finished.len() >= ENTRY_GROUP {
+                let before = std::mem::take(&mut finished);
+                let tag = Tag {
+                    before,
+                    entry: None,
+                    last: false,
+                };
+                if !emit(Batch::default(), tag) {
+                    stopped.set(true);
+                }
             }
             return Ok(());
         }
@@ -429,15 +450,13 @@ fn produce(
         let mut held: Option<Batch> = None;
         let mut entry = Some(Box::new(e.clone()));
         let mut send = |b: Batch, last: bool, entry: &mut Option<Box<Entry>>| {
-            if !stopped.get()
-                && !emit(
-                    b,
-                    Tag {
-                        entry: entry.take(),
-                        last,
-                    },
-                )
-            {
+            let before = std::mem::take(&mut finished);
+            let tag = Tag {
+                before,
+                entry: entry.take(),
+                last,
+            };
+            if !stopped.get() && !emit(b, tag) {
                 stopped.set(true);
             }
         };
@@ -452,7 +471,18 @@ fn produce(
         }
         send(held.take().unwrap_or_default(), true, &mut entry);
         Ok(())
-    })
+    })?;
+    if !finished.is_empty() && !stopped.get() {
+        emit(
+            Batch::default(),
+            Tag {
+                before: finished,
+                entry: None,
+                last: false,
+            },
+        );
+    }
+    Ok(())
 }
 
 /// The metadata stream being written: entries as JSON lines, chunked.
