@@ -104,11 +104,12 @@ pub fn entry_of(full: &Path, rel: &[u8], meta: &fs::Metadata) -> Result<Option<E
     Ok(Some(e))
 }
 
-/// One directory being walked: its children's names, sorted, and how far.
+/// One directory being walked: its children, sorted by name, each with its
+/// `lstat` result (or the error), and how far the walk has come.
 struct Frame {
     dir: PathBuf,
     rel: Vec<u8>,
-    names: Vec<Vec<u8>>,
+    children: Vec<(Vec<u8>, std::io::Result<fs::Metadata>)>,
     next: usize,
 }
 
@@ -124,15 +125,58 @@ fn frame(dir: PathBuf, rel: Vec<u8>, stats: &mut WalkStats) -> Result<Option<Fra
     let mut names = Vec::new();
     for ent in rd {
         let ent = ent.map_err(|e| Error::io("listing", dir.display(), e))?;
-        names.push(ent.file_name().as_bytes().to_vec());
+        let ino = std::os::unix::fs::DirEntryExt::ino(&ent);
+        names.push((ino, ent.file_name().as_bytes().to_vec()));
     }
-    names.sort();
+    // Stat in inode order: on a cold cache that reads inode tables
+    // sequentially instead of seeking for every name. Emit in name order.
+    names.sort_unstable();
+    let mut children: Vec<_> = names
+        .into_iter()
+        .map(|(_, name)| {
+            let meta = fs::symlink_metadata(dir.join(std::ffi::OsStr::from_bytes(&name)));
+            (name, meta)
+        })
+        .collect();
+    children.sort_by(|a, b| a.0.cmp(&b.0));
+    prefetch(&dir, &children);
     Ok(Some(Frame {
         dir,
         rel,
-        names,
+        children,
         next: 0,
     }))
+}
+
+/// How much file content one directory may ask the kernel to read ahead.
+const PREFETCH_BYTES: u64 = 256 << 20;
+
+/// Asks the kernel to start reading this directory's regular files
+/// (`POSIX_FADV_WILLNEED`), so on a cold cache the disk works while the
+/// capture chunks and hashes the previous file.
+fn prefetch(dir: &Path, children: &[(Vec<u8>, std::io::Result<fs::Metadata>)]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut budget = PREFETCH_BYTES;
+    for (name, meta) in children {
+        let Ok(m) = meta else { continue };
+        if !m.is_file() || m.len() == 0 || m.len() > budget {
+            continue;
+        }
+        budget -= m.len();
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+            .open(dir.join(std::ffi::OsStr::from_bytes(name)));
+        if let Ok(f) = f {
+            // Advice only: failure changes nothing but speed.
+            let _ = nix::fcntl::posix_fadvise(
+                &f,
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
+    }
 }
 
 /// Walks `root`, calling `visit` for each entry in walk order. An explicit
@@ -157,7 +201,10 @@ pub fn walk_dir(
         .into_iter()
         .collect();
     while let Some(top) = stack.last_mut() {
-        let Some(name) = top.names.get(top.next).cloned() else {
+        let Some((name, meta)) = top.children.get_mut(top.next).map(|(n, m)| {
+            let m = std::mem::replace(m, Err(std::io::Error::other("taken")));
+            (n.clone(), m)
+        }) else {
             stack.pop();
             continue;
         };
@@ -172,7 +219,7 @@ pub fn walk_dir(
             continue;
         }
         let full = top.dir.join(std::ffi::OsStr::from_bytes(&name));
-        let meta = match fs::symlink_metadata(&full) {
+        let meta = match meta {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!("{} vanished during the capture", full.display());
