@@ -29,6 +29,7 @@ pub mod chunk;
 pub mod chunker;
 pub mod chunklist;
 pub mod device;
+pub mod disk;
 pub mod error;
 pub mod ext4;
 pub mod gc;
