@@ -35,6 +35,8 @@ enum Cmd {
     Capture(cli::capture::CaptureArgs),
     /// Restore an image onto a file or block device.
     Restore(cli::restore::RestoreArgs),
+    /// Survey a machine's disks: partition tables, file systems, boot pieces.
+    Survey(cli::survey::SurveyArgs),
     /// List, inspect, verify, remove and garbage-collect images.
     #[command(subcommand)]
     Image(cli::image::ImageCmd),
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Cmd::Capture(c) => cli::capture::run(&args.library, c),
         Cmd::Restore(c) => cli::restore::run(&args.library, c),
         Cmd::Image(c) => cli::image::run(&args.library, c),
+        Cmd::Survey(c) => cli::survey::run(c),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod image;
 pub mod progress;
 pub mod restore;
+pub mod survey;
 
 use std::path::Path;
 use std::time::Duration;

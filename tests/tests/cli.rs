@@ -296,3 +296,31 @@ fn a_killed_restore_resumes_without_redoing_its_work() {
         "nothing was reused: {resumed}"
     );
 }
+
+#[test]
+fn survey_reports_the_partition_table_and_file_systems() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = dir.path().join("disk.img");
+    ferry_tests::sh(&format!(
+        "truncate -s 64M '{0}' && printf 'label: dos\\nstart=2048, size=61440, type=83, bootable\\n' | sfdisk -q '{0}' \
+         && mkfs.ext4 -q -F -L survey-me -U 11111111-2222-3333-4444-555555555555 -E offset=1048576 '{0}' 30M",
+        img.display()
+    ));
+    let out = json(ferry(dir.path()).args(["survey", "--disks"]).arg(&img));
+    let disk = &out[0];
+    assert_eq!(disk["size"], 64 << 20, "{disk}");
+    let part = &disk["partitions"][0];
+    assert_eq!(part["start"], 1 << 20, "{part}");
+    assert_eq!(
+        part["filesystem"]["uuid"], "11111111-2222-3333-4444-555555555555",
+        "{part}"
+    );
+    assert_eq!(part["filesystem"]["label"], "survey-me", "{part}");
+    let text = ok(ferry(dir.path()).args(["survey", "--disks"]).arg(&img));
+    assert!(
+        text.contains("ext4") && text.contains("survey-me"),
+        "{text}"
+    );
+    let err = fails(ferry(dir.path()).args(["survey", "--disks", "/nonexistent/disk"]));
+    assert!(err.contains("/nonexistent/disk"), "{err}");
+}
