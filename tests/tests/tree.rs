@@ -133,3 +133,70 @@ fn a_debian_tree_round_trips_through_a_directory_capture() {
         "extract differs:\n{diff}"
     );
 }
+
+/// Detaches a loop device when dropped.
+struct Loop(String);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn an_unmounted_ext4_partition_round_trips_and_is_never_written() {
+    require!(
+        is_root(),
+        "an_unmounted_ext4_partition_round_trips_and_is_never_written",
+        "needs root (loop devices, mount)"
+    );
+    let fixture = debian_fixture();
+    let dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    // A private copy, so a bug cannot damage the cached fixture.
+    let img = dir.path().join("disk.img");
+    ok(std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(fixture.join("debian.img"))
+        .arg(&img));
+    let before = ok(std::process::Command::new("sha256sum").arg(&img));
+    let part = Loop(
+        ok(std::process::Command::new("losetup")
+            .args(["-f", "--show", "-r", "-o", "1048576"])
+            .arg(&img))
+        .trim()
+        .to_string(),
+    );
+
+    let (lib, out, mnt) = (
+        dir.path().join("lib"),
+        dir.path().join("out"),
+        dir.path().join("mnt"),
+    );
+    let m = json(ferry(&lib).args(["capture", &part.0, "--files", "--name", "e1"]));
+    assert_eq!(
+        m["trees"][0]["stream"]["filesystem"]["label"], "root",
+        "{}",
+        m["trees"][0]
+    );
+    ok(ferry(&lib).args(["restore", "e1"]).arg(&out));
+    drop(part);
+    assert_eq!(
+        ok(std::process::Command::new("sha256sum").arg(&img)),
+        before,
+        "the source image was written"
+    );
+
+    fs::create_dir(&mnt).expect("mkdir");
+    ok(std::process::Command::new("mount")
+        .args(["-o", "ro,loop,offset=1048576"])
+        .arg(&img)
+        .arg(&mnt));
+    let diff = rsync_differences(&mnt, &out);
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    assert!(
+        diff.is_empty(),
+        "the tree read from the unmounted ext4 differs from the mounted one:\n{diff}"
+    );
+}

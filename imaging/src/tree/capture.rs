@@ -73,7 +73,9 @@ impl PieceSink for Content {
     }
 }
 
-/// A tree to capture from.
+/// A tree to capture from. Opened on the caller's thread for its identity;
+/// walked on the pipeline's reader thread (ext4-view's reader is not `Send`,
+/// so a source opens what it walks inside `walk`).
 pub(crate) trait TreeSource: Sync {
     /// For messages and the manifest.
     fn describe(&self) -> String;
@@ -81,11 +83,16 @@ pub(crate) trait TreeSource: Sync {
     fn source_id(&self) -> String;
     /// File-system facts, for unmounted sources.
     fn filesystem(&self) -> Option<FsInfo>;
-    /// Walks the tree in walk order.
-    fn walk(&self, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()>;
-    /// Feeds a regular file's content into `chunker`.
+    /// Walks the tree in walk order; `visit` gets each entry and a feeder
+    /// for regular files' content.
+    fn walk(&self, visit: &mut dyn FnMut(Entry, &mut dyn Feeder) -> Result<()>) -> Result<()>;
+}
+
+/// Feeds one regular file's content into a chunker.
+pub(crate) trait Feeder {
+    /// Feeds `entry`'s content, exactly `entry.size` bytes.
     fn feed(
-        &self,
+        &mut self,
         entry: &Entry,
         chunker: &mut Chunker,
         emit: &mut dyn FnMut(Batch),
@@ -110,8 +117,9 @@ impl TreeSource for DirSource {
     fn filesystem(&self) -> Option<FsInfo> {
         None
     }
-    fn walk(&self, visit: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
-        let stats = walk_dir(&self.root, &self.opts, visit)?;
+    fn walk(&self, visit: &mut dyn FnMut(Entry, &mut dyn Feeder) -> Result<()>) -> Result<()> {
+        let mut feeder = DirFeeder { root: &self.root };
+        let stats = walk_dir(&self.root, &self.opts, &mut |e| visit(e, &mut feeder))?;
         if stats.sockets + stats.vanished + stats.mounts > 0 {
             tracing::info!(
                 "skipped {} socket(s), {} vanished entr(ies), {} other file system(s)",
@@ -122,8 +130,15 @@ impl TreeSource for DirSource {
         }
         Ok(())
     }
+}
+
+struct DirFeeder<'a> {
+    root: &'a Path,
+}
+
+impl Feeder for DirFeeder<'_> {
     fn feed(
-        &self,
+        &mut self,
         entry: &Entry,
         chunker: &mut Chunker,
         emit: &mut dyn FnMut(Batch),
@@ -274,10 +289,9 @@ fn open_source(req: &TreeCaptureRequest) -> Result<Box<dyn TreeSource>> {
             dev: meta.dev(),
         }));
     }
-    Err(Error::Source {
-        path: req.source.display().to_string(),
-        reason: "is not a directory, and reading an unmounted ext2/3/4 file system directly is not in this build yet".into(),
-    })
+    Ok(Box::new(crate::tree::ext4src::Ext4Source::open(
+        &req.source,
+    )?))
 }
 
 /// Captures a file tree into a new image.
@@ -414,7 +428,7 @@ fn produce(
 ) -> Result<()> {
     let stopped = Cell::new(false);
     let mut finished: Vec<Entry> = Vec::new();
-    src.walk(&mut |mut e: Entry| {
+    src.walk(&mut |mut e: Entry, feeder: &mut dyn Feeder| {
         if stopped.get() {
             return Err(Error::Source {
                 path: src.describe(),
@@ -466,7 +480,7 @@ fn produce(
                     send(prev, false, &mut entry);
                 }
             };
-            src.feed(&e, &mut chunker, &mut on_batch, read)?;
+            feeder.feed(&e, &mut chunker, &mut on_batch, read)?;
             chunker.finish(&mut on_batch);
         }
         send(held.take().unwrap_or_default(), true, &mut entry);

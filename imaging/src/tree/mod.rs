@@ -3,6 +3,7 @@
 pub mod browse;
 pub mod capture;
 pub mod entry;
+pub(crate) mod ext4src;
 pub mod read;
 pub mod restore;
 pub mod walk;
