@@ -24,7 +24,8 @@ fi
 
 status=0
 for t in "${targets[@]}"; do
-  mkdir -p "corpus/$t" "artifacts/$t"
+  # The seeds dir must exist: libFuzzer fails on a missing corpus directory.
+  mkdir -p "corpus/$t" "artifacts/$t" "seeds/$t"
   log=artifacts/$t/fuzz.log
   echo "== fuzzing $t for ${secs}s (log: fuzz/$log)"
   # -rss_limit_mb: an input that makes the parser allocate > 2 GiB is a bug.
