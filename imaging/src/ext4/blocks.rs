@@ -45,6 +45,7 @@ pub(crate) fn runs(v: Vol<'_>, inode: &Inode, nblocks: u64, budget: &Budget) -> 
         nblocks,
         budget,
         out: &mut out,
+        mapped: 0,
     };
     if inode.has(flags::EXTENTS) {
         mapper.extent_node(inode.i_block(), None, None)?;
@@ -60,6 +61,8 @@ struct Mapper<'a, 'b> {
     nblocks: u64,
     budget: &'b Budget,
     out: &'b mut Vec<Run>,
+    /// Blocks mapped so far: never more than the file system has.
+    mapped: u64,
 }
 
 impl Mapper<'_, '_> {
@@ -76,6 +79,21 @@ impl Mapper<'_, '_> {
             );
         }
         let len = len.min(self.nblocks - logical);
+        let ino = self.inode.ino;
+        if let Some(last) = self.out.last() {
+            if logical < last.logical + last.len {
+                return corrupt!(
+                    "inode {ino}: logical block {logical} is mapped twice (extents overlap or run backwards)"
+                );
+            }
+        }
+        self.mapped += len;
+        if self.mapped > self.v.sb.blocks_count {
+            return corrupt!(
+                "inode {ino} maps more blocks than the file system has ({})",
+                self.v.sb.blocks_count
+            );
+        }
         if let Some(last) = self.out.last_mut() {
             if last.logical + last.len == logical
                 && last.physical + last.len == physical

@@ -2,7 +2,7 @@
 //! features and where each group's inode table is.
 
 use super::crc32c::crc32c;
-use super::fault::{corrupt, Parsed};
+use super::fault::{corrupt, unsupported, Parsed};
 use super::raw::{le16, le32, us};
 use super::source::ReadAt;
 
@@ -96,8 +96,8 @@ impl Superblock {
         }
         let magic = le16(raw, 0x38);
         if magic != EXT4_MAGIC {
-            return corrupt!(
-                "no ext2/3/4 superblock at byte 1024 (magic {magic:#06x}, expected {EXT4_MAGIC:#06x})"
+            return unsupported!(
+                "no ext2/3/4 file system here (superblock magic at byte 1080 is {magic:#06x}, not {EXT4_MAGIC:#06x})"
             );
         }
         let ro_compat = le32(raw, 0x64);
