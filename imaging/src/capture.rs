@@ -30,13 +30,12 @@ use crate::chunklist::{ChunkList, Extent};
 use crate::device::Source;
 use crate::error::{Error, Result};
 use crate::index::{Index, FLUSH_PACKS};
-use crate::library::{check_name, Library};
+use crate::library::Library;
 use crate::manifest::{
     BlockStream, CaptureStats, Disk, DiskContent, Manifest, MANIFEST_FORMAT, MANIFEST_VERSION,
 };
 use crate::pack::{PackBuilder, PackEntry};
 use crate::progress::{ProgressSink, Throttle};
-use crate::store::LockMode;
 
 /// Batches alive at once, across all stages.
 pub const MAX_IN_FLIGHT: usize = 6;
@@ -142,17 +141,7 @@ pub fn capture(
     progress: &dyn ProgressSink,
 ) -> Result<Manifest> {
     let started = Instant::now();
-    check_name(&req.name)?;
-    let _lock = lib.lock(LockMode::Shared)?;
-    if lib.has_image(&req.name)? {
-        return Err(Error::ImageExists {
-            name: req.name.clone(),
-            library: lib.location(),
-        });
-    }
-    if let Some(parent) = &req.parent {
-        lib.manifest(parent)?;
-    }
+    let _lock = lib.begin_capture(&req.name, req.parent.as_deref())?;
     if req.sources.is_empty() {
         return Err(Error::Source {
             path: String::new(),

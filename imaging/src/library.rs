@@ -213,6 +213,24 @@ impl Library {
         }
     }
 
+    /// Starts a capture of image `name`: checks the name, takes the shared
+    /// lock (returned; hold it until the manifest is written), and refuses a
+    /// taken name or a missing parent.
+    pub fn begin_capture(&self, name: &str, parent: Option<&str>) -> Result<LockGuard> {
+        check_name(name)?;
+        let lock = self.lock(LockMode::Shared)?;
+        if self.has_image(name)? {
+            return Err(Error::ImageExists {
+                name: name.into(),
+                library: self.location(),
+            });
+        }
+        if let Some(parent) = parent {
+            self.manifest(parent)?;
+        }
+        Ok(lock)
+    }
+
     /// Takes the lock without waiting.
     pub fn try_lock(&self, mode: LockMode) -> Result<LockGuard> {
         self.store.lock(mode, false).map_err(|e| {

@@ -29,10 +29,9 @@ use crate::chunker::{Batch, Chunker, ChunkerParams, Piece};
 use crate::chunklist::ChunkList;
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::library::{check_name, Library};
+use crate::library::Library;
 use crate::manifest::{FsInfo, Manifest, Tree, TreeStream, MANIFEST_FORMAT, MANIFEST_VERSION};
 use crate::progress::{ProgressSink, Throttle};
-use crate::store::LockMode;
 use crate::tree::entry::{Content, Entry, FileExtent, Kind};
 use crate::tree::read::read_entries;
 use crate::tree::walk::{walk_dir, WalkOptions, LIVE_ROOT_EXCLUDES};
@@ -301,17 +300,7 @@ pub fn capture_tree(
     progress: &dyn ProgressSink,
 ) -> Result<Manifest> {
     let started = Instant::now();
-    check_name(&req.name)?;
-    let _lock = lib.lock(LockMode::Shared)?;
-    if lib.has_image(&req.name)? {
-        return Err(Error::ImageExists {
-            name: req.name.clone(),
-            library: lib.location(),
-        });
-    }
-    if let Some(parent) = &req.parent {
-        lib.manifest(parent)?;
-    }
+    let _lock = lib.begin_capture(&req.name, req.parent.as_deref())?;
     let source = open_source(req)?;
     let cache = FilesCache::load(lib, req, source.as_ref())?;
     let index = lib.load_index()?;
