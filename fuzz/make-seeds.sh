@@ -64,8 +64,8 @@ chunker = {"algorithm": "fastcdc-v2020", "crate_version": "5.0.0", "min_size": 1
            "avg_size": 65536, "max_size": 262144, "normalization": 1, "zero_run_min": 65536}
 manifest = {"format": "ferry-image", "version": 1, "name": "seed-v1",
             "created": "2026-01-02T03:04:05.123456789Z", "parent": None, "chunker": chunker,
-            "disks": [{"name": "disk0", "source": "/dev/vdb", "size": 2162688,
-                       "content": {"kind": "whole", "stream": {"size": 2162688, "list": "11" * 32,
+            "disks": [{"name": "disk0", "source": "/dev/vdb", "size": 1180648,
+                       "content": {"kind": "whole", "stream": {"size": 1180648, "list": "11" * 32,
                                    "extents": 3, "chunks": 3, "data_bytes": 132072, "hole_bytes": 1048576}}}],
             "stats": {"bytes_read": 132072, "chunks": 3, "chunks_new": 3, "bytes_new": 132072,
                       "stored_new": 1100, "seconds": 0.25}}
