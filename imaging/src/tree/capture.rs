@@ -73,8 +73,8 @@ impl PieceSink for Content {
 }
 
 /// A tree to capture from. Opened on the caller's thread for its identity;
-/// walked on the pipeline's reader thread (ext4-view's reader is not `Send`,
-/// so a source opens what it walks inside `walk`).
+/// walked on the pipeline's reader thread, where a source opens what it
+/// walks inside `walk`.
 pub(crate) trait TreeSource: Sync {
     /// For messages and the manifest.
     fn describe(&self) -> String;

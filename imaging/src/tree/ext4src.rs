@@ -71,7 +71,7 @@ impl TreeSource for Ext4Source {
         })
     }
     fn walk(&self, visit: &mut dyn FnMut(Entry, &mut dyn Feeder) -> Result<()>) -> Result<()> {
-        // Opened here, on the walking thread: ext4-view's reader is not Send.
+        // Opened here, on the walking thread, with its own read state.
         let tree = Ext4Tree::open(&self.path, 0, None)?;
         let mut feeder = Ext4Feeder {
             tree: &tree,
