@@ -31,9 +31,7 @@ use crate::device::Source;
 use crate::error::{Error, Result};
 use crate::index::{Index, FLUSH_PACKS};
 use crate::library::Library;
-use crate::manifest::{
-    BlockStream, CaptureStats, Disk, DiskContent, Manifest, MANIFEST_FORMAT, MANIFEST_VERSION,
-};
+use crate::manifest::{BlockStream, CaptureStats, Disk, DiskContent, Manifest};
 use crate::pack::{PackBuilder, PackEntry};
 use crate::progress::{ProgressSink, Throttle};
 
@@ -212,17 +210,14 @@ pub fn capture(
     let mut stats = collector.stats;
     stats.bytes_read = read.load(Ordering::Relaxed);
     stats.seconds = started.elapsed().as_secs_f64();
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT.into(),
-        version: MANIFEST_VERSION,
-        name: req.name.clone(),
-        created: time::OffsetDateTime::now_utc(),
-        parent: req.parent.clone(),
-        chunker: lib.chunker().clone(),
+    let manifest = Manifest::new(
+        req.name.clone(),
+        req.parent.clone(),
+        lib.chunker().clone(),
         disks,
-        trees: Vec::new(),
+        Vec::new(),
         stats,
-    };
+    );
     lib.write_manifest(&manifest)?;
     Ok(manifest)
 }

@@ -187,6 +187,28 @@ pub struct CaptureStats {
 }
 
 impl Manifest {
+    /// A manifest of the current format, created now.
+    pub fn new(
+        name: String,
+        parent: Option<String>,
+        chunker: ChunkerParams,
+        disks: Vec<Disk>,
+        trees: Vec<Tree>,
+        stats: CaptureStats,
+    ) -> Self {
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            version: MANIFEST_VERSION,
+            name,
+            created: OffsetDateTime::now_utc(),
+            parent,
+            chunker,
+            disks,
+            trees,
+            stats,
+        }
+    }
+
     /// Total size of all disks, plus the file content of all trees.
     pub fn size(&self) -> u64 {
         self.disks.iter().map(|d| d.size).sum::<u64>()

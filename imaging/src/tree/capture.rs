@@ -30,7 +30,7 @@ use crate::chunklist::ChunkList;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::library::Library;
-use crate::manifest::{FsInfo, Manifest, Tree, TreeStream, MANIFEST_FORMAT, MANIFEST_VERSION};
+use crate::manifest::{FsInfo, Manifest, Tree, TreeStream};
 use crate::progress::{ProgressSink, Throttle};
 use crate::tree::entry::{Content, Entry, FileExtent, Kind};
 use crate::tree::read::read_entries;
@@ -374,21 +374,19 @@ pub fn capture_tree(
     let mut stats = collector.stats;
     stats.bytes_read = read.load(Ordering::Relaxed);
     stats.seconds = started.elapsed().as_secs_f64();
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT.into(),
-        version: MANIFEST_VERSION,
-        name: req.name.clone(),
-        created: time::OffsetDateTime::now_utc(),
-        parent: req.parent.clone(),
-        chunker: params,
-        disks: Vec::new(),
-        trees: vec![Tree {
-            name: "tree0".into(),
-            source: source.describe(),
-            stream: summary,
-        }],
-        stats,
+    let tree = Tree {
+        name: "tree0".into(),
+        source: source.describe(),
+        stream: summary,
     };
+    let manifest = Manifest::new(
+        req.name.clone(),
+        req.parent.clone(),
+        params,
+        Vec::new(),
+        vec![tree],
+        stats,
+    );
     lib.write_manifest(&manifest)?;
     Ok(manifest)
 }
