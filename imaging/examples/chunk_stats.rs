@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ChunkerParams::with_avg(avg),
         )?;
         let req = |name: &str, src: &str| CaptureRequest {
+            mode: imaging::DiskMode::Raw,
             name: name.into(),
             parent: None,
             sources: vec![PathBuf::from(src)],

@@ -31,9 +31,10 @@ use crate::device::Source;
 use crate::error::{Error, Result};
 use crate::index::{Index, FLUSH_PACKS};
 use crate::library::Library;
-use crate::manifest::{BlockStream, CaptureStats, Disk, DiskContent, Manifest};
+use crate::manifest::{BlockStream, CaptureStats, Disk, Manifest};
 use crate::pack::{PackBuilder, PackEntry};
 use crate::progress::{ProgressSink, Throttle};
+use crate::server::DiskPlan;
 
 /// Batches alive at once, across all stages.
 pub const MAX_IN_FLIGHT: usize = 6;
@@ -49,8 +50,23 @@ pub struct CaptureRequest {
     pub parent: Option<String>,
     /// Disk images or block devices, one per disk.
     pub sources: Vec<PathBuf>,
+    /// Every byte of each disk, or a server's disks partition by partition.
+    pub mode: DiskMode,
     /// Hash/compress threads; 0 means one per core.
     pub workers: usize,
+}
+
+/// How a disk is captured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DiskMode {
+    /// The disk as one stream of every byte (sparse holes and zero runs
+    /// are not stored).
+    #[default]
+    Raw,
+    /// A server's disk: its survey, the bytes before the first partition,
+    /// and one stream per partition holding only the blocks its file
+    /// system uses (see [`crate::server`]).
+    Server,
 }
 
 /// The first error wins; later ones are its consequences.
@@ -89,6 +105,7 @@ pub(crate) fn default_workers(n: usize) -> usize {
 /// One hashed piece of a batch.
 pub(crate) enum Hashed {
     Hole(u64),
+    Unused(u64),
     Known {
         id: ChunkId,
         len: u32,
@@ -114,6 +131,11 @@ pub(crate) struct Done<T> {
 pub(crate) trait PieceSink {
     /// Zero bytes.
     fn hole(&mut self, len: u64);
+    /// Bytes whose content does not matter; zeros unless the sink keeps
+    /// the difference.
+    fn unused(&mut self, len: u64) {
+        self.hole(len);
+    }
     /// A chunk.
     fn chunk(&mut self, id: ChunkId, len: u32);
 }
@@ -121,6 +143,9 @@ pub(crate) trait PieceSink {
 impl PieceSink for ChunkList {
     fn hole(&mut self, len: u64) {
         self.push_hole(len);
+    }
+    fn unused(&mut self, len: u64) {
+        self.push_unused(len);
     }
     fn chunk(&mut self, id: ChunkId, len: u32) {
         self.push_chunk(id, len);
@@ -151,11 +176,22 @@ pub fn capture(
         .iter()
         .map(|p| Source::open(p))
         .collect::<Result<Vec<_>>>()?;
+    let plans = sources
+        .iter()
+        .map(|src| match req.mode {
+            DiskMode::Raw => Ok(DiskPlan::raw(src)),
+            DiskMode::Server => DiskPlan::server(src),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let regions = sources
         .iter()
         .map(Source::data_regions)
         .collect::<Result<Vec<_>>>()?;
-    let total: u64 = regions.iter().flatten().map(|(a, b)| b - a).sum();
+    let total: u64 = plans
+        .iter()
+        .zip(&regions)
+        .flat_map(|(p, r)| p.segments.iter().map(move |seg| seg.to_read(r)))
+        .sum();
     let index = lib.load_index()?;
     let workers = default_workers(req.workers);
 
@@ -167,23 +203,28 @@ pub fn capture(
 
     let (lists, unflushed) = std::thread::scope(|s| {
         let writer = s.spawn(|| pack_writer(lib, pack_rx, &errors));
-        let mut lists = Vec::new();
-        for (src, regs) in sources.iter().zip(&regions) {
-            let list = capture_stream(
-                s,
-                lib.chunker(),
-                src,
-                regs,
-                workers,
-                &mut collector,
-                &read,
-                &mut throttle,
-                &errors,
-            );
-            match list {
-                Some(l) => lists.push(l),
-                None => break,
+        let mut lists: Vec<Vec<ChunkList>> = Vec::new();
+        'disks: for ((src, plan), regs) in sources.iter().zip(&plans).zip(&regions) {
+            let mut disk = Vec::new();
+            for seg in &plan.segments {
+                let list = capture_stream(
+                    s,
+                    lib.chunker(),
+                    src,
+                    seg,
+                    regs,
+                    workers,
+                    &mut collector,
+                    &read,
+                    &mut throttle,
+                    &errors,
+                );
+                match list {
+                    Some(l) => disk.push(l),
+                    None => break 'disks,
+                }
             }
+            lists.push(disk);
         }
         collector.close(&errors);
         let unflushed = writer.join().expect("the pack writer does not panic");
@@ -196,15 +237,16 @@ pub fn capture(
     }
 
     let mut disks = Vec::new();
-    for (i, (list, src)) in lists.iter().zip(&sources).enumerate() {
-        let list_id = lib.write_list(list)?;
+    for (i, ((disk_lists, src), plan)) in lists.iter().zip(&sources).zip(&plans).enumerate() {
+        let mut streams = Vec::new();
+        for list in disk_lists {
+            streams.push(stream_summary(list, lib.write_list(list)?));
+        }
         disks.push(Disk {
             name: format!("disk{i}"),
             source: src.path.clone(),
             size: src.size,
-            content: DiskContent::Whole {
-                stream: stream_summary(list, list_id),
-            },
+            content: plan.content(streams),
         });
     }
     let mut stats = collector.stats;
@@ -224,11 +266,15 @@ pub fn capture(
 
 /// The manifest's description of a stored list.
 fn stream_summary(list: &ChunkList, id: ObjectId) -> BlockStream {
-    let (mut chunks, mut data) = (0u64, 0u64);
+    let (mut chunks, mut data, mut unused) = (0u64, 0u64, 0u64);
     for e in list.extents() {
-        if let Extent::Chunk { count, .. } = e {
-            chunks += u64::from(*count);
-            data += e.bytes();
+        match e {
+            Extent::Chunk { count, .. } => {
+                chunks += u64::from(*count);
+                data += e.bytes();
+            }
+            Extent::Unused { len } => unused += len,
+            Extent::Hole { .. } => {}
         }
     }
     BlockStream {
@@ -237,7 +283,8 @@ fn stream_summary(list: &ChunkList, id: ObjectId) -> BlockStream {
         extents: list.extents().len() as u64,
         chunks,
         data_bytes: data,
-        hole_bytes: list.stream_len() - data,
+        hole_bytes: list.stream_len() - data - unused,
+        unused_bytes: unused,
     }
 }
 
@@ -267,6 +314,7 @@ impl<'a> Collector<'a> {
         for p in &d.pieces {
             match *p {
                 Hashed::Hole(n) => sink.hole(n),
+                Hashed::Unused(n) => sink.unused(n),
                 Hashed::Known { id, len } => {
                     self.stats.chunks += 1;
                     sink.chunk(id, len);
@@ -420,6 +468,7 @@ fn capture_stream<'scope, 'env: 'scope>(
     s: &'scope std::thread::Scope<'scope, 'env>,
     params: &'env ChunkerParams,
     src: &'env Source,
+    seg: &'env Segment,
     regions: &'env [(u64, u64)],
     workers: usize,
     collector: &mut Collector<'env>,
@@ -433,7 +482,7 @@ fn capture_stream<'scope, 'env: 'scope>(
         collector.index,
         workers,
         errors,
-        move |emit| read_source(src, regions, params, emit, read),
+        move |emit| read_segment(src, seg, regions, params, emit, read),
         |d: Done<()>| {
             collector.absorb(&d, &mut list, errors);
             throttle.update(read.load(Ordering::Relaxed));
@@ -442,11 +491,40 @@ fn capture_stream<'scope, 'env: 'scope>(
     ok.then_some(list)
 }
 
-/// Reads the source's data regions into the chunker; holes are fed without
-/// reading.
-fn read_source(
+/// A byte range of a source stored as one stream: `[base, base + len)`, of
+/// which only `used` (relative, sorted, merged) is read when it is given;
+/// the rest is recorded as unused.
+#[derive(Clone, Debug)]
+pub(crate) struct Segment {
+    pub(crate) base: u64,
+    pub(crate) len: u64,
+    pub(crate) used: Option<Vec<(u64, u64)>>,
+}
+
+impl Segment {
+    /// Bytes this segment reads: its used ranges that hold data.
+    pub(crate) fn to_read(&self, data: &[(u64, u64)]) -> u64 {
+        let whole = [(0, self.len)];
+        let wanted = self.used.as_deref().unwrap_or(&whole);
+        let mut n = 0;
+        for &(s, e) in wanted {
+            let (s, e) = (self.base + s, self.base + e.min(self.len));
+            let first = data.partition_point(|r| r.1 <= s);
+            for &(ds, de) in data[first..].iter().take_while(|r| r.0 < e) {
+                n += de.min(e).saturating_sub(ds.max(s));
+            }
+        }
+        n
+    }
+}
+
+/// Reads a segment into the chunker: the used ranges that hold data are
+/// read, sparse holes are fed as zeros without reading, and the ranges the
+/// file system does not use are fed as unused.
+fn read_segment(
     src: &Source,
-    regions: &[(u64, u64)],
+    seg: &Segment,
+    data: &[(u64, u64)],
     params: &ChunkerParams,
     emit: &mut Emit<'_, ()>,
     read: &AtomicU64,
@@ -459,25 +537,42 @@ fn read_source(
     };
     let mut chunker = Chunker::new(params);
     let mut buf = vec![0u8; READ_SIZE];
-    let mut pos = 0u64;
-    for &(start, end) in regions {
-        chunker.feed_zeros(start - pos, &mut emit);
-        let mut off = start;
-        while off < end {
-            let n = READ_SIZE.min((end - off) as usize);
-            src.file
-                .read_exact_at(&mut buf[..n], off)
-                .map_err(|e| Error::io("reading", format!("{} at offset {off}", src.path), e))?;
-            chunker.feed(&buf[..n], &mut emit);
-            off += n as u64;
-            read.fetch_add(n as u64, Ordering::Relaxed);
-            if stopped.get() {
-                return Ok(()); // downstream stopped and recorded why
-            }
+    let whole = [(0, seg.len)];
+    let wanted = seg.used.as_deref().unwrap_or(&whole);
+    let mut pos = 0u64; // relative to seg.base
+    for &(s, e) in wanted {
+        let (s, e) = (s.clamp(pos, seg.len), e.min(seg.len));
+        if s >= e {
+            continue;
         }
-        pos = end;
+        chunker.feed_unused(s - pos, &mut emit);
+        let (mut at, end) = (seg.base + s, seg.base + e);
+        let first = data.partition_point(|r| r.1 <= at);
+        for &(ds, de) in &data[first..] {
+            if ds >= end {
+                break;
+            }
+            let (ds, de) = (ds.max(at), de.min(end));
+            chunker.feed_zeros(ds - at, &mut emit);
+            let mut off = ds;
+            while off < de {
+                let n = READ_SIZE.min((de - off) as usize);
+                src.file.read_exact_at(&mut buf[..n], off).map_err(|e| {
+                    Error::io("reading", format!("{} at offset {off}", src.path), e)
+                })?;
+                chunker.feed(&buf[..n], &mut emit);
+                off += n as u64;
+                read.fetch_add(n as u64, Ordering::Relaxed);
+                if stopped.get() {
+                    return Ok(()); // downstream stopped and recorded why
+                }
+            }
+            at = de;
+        }
+        chunker.feed_zeros(end - at, &mut emit);
+        pos = e;
     }
-    chunker.feed_zeros(src.size - pos, &mut emit);
+    chunker.feed_unused(seg.len - pos, &mut emit);
     chunker.finish(&mut emit);
     Ok(())
 }
@@ -491,6 +586,7 @@ fn hash_batches<T>(index: &Index, rx: Receiver<(u64, Batch, T)>, tx: Sender<Done
             .iter()
             .map(|p| match *p {
                 Piece::Hole(n) => Hashed::Hole(n),
+                Piece::Unused(n) => Hashed::Unused(n),
                 Piece::Chunk { start, len } => {
                     let data = &batch.data[start..start + len];
                     if is_zero(data) {

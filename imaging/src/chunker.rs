@@ -149,6 +149,9 @@ impl ChunkerParams {
 pub enum Piece {
     /// `len` zero bytes, not stored.
     Hole(u64),
+    /// `len` bytes whose content does not matter (see
+    /// [`Chunker::feed_unused`]), not stored.
+    Unused(u64),
     /// A chunk: `len` bytes at `start` in the batch's `data`.
     Chunk {
         /// Offset in [`Batch::data`].
@@ -258,6 +261,39 @@ impl Chunker {
         self.zeros += len;
     }
 
+    /// Feeds `len` bytes the file system does not use, without reading them.
+    /// A run of at least `zero_run_min` bytes ends the segment and becomes
+    /// a [`Piece::Unused`]; a shorter one is fed as zeros (its content does
+    /// not matter, and zeros keep the cut points of the data around it).
+    pub fn feed_unused(&mut self, mut len: u64, emit: &mut (impl FnMut(Batch) + ?Sized)) {
+        if !self.partial.is_empty() {
+            let n = ((ZERO_BLOCK - self.partial.len()) as u64).min(len);
+            self.feed(&ZEROS[..n as usize], emit);
+            len -= n;
+        }
+        if len < self.zero_run_min {
+            self.pos += len;
+            self.zeros += len;
+            return;
+        }
+        // Zeros before the unused run: a hole if long, else segment data.
+        if self.zeros >= self.zero_run_min {
+            self.cut_pending(true, emit);
+            self.push_hole(self.zeros);
+        } else {
+            let z = self.zeros as usize;
+            self.pending.resize(self.pending.len() + z, 0);
+            self.cut_pending(true, emit);
+        }
+        self.zeros = 0;
+        self.pos += len;
+        if let Some(Piece::Unused(prev)) = self.batch.pieces.last_mut() {
+            *prev += len;
+        } else {
+            self.batch.pieces.push(Piece::Unused(len));
+        }
+    }
+
     /// Ends the stream, emitting everything still held.
     pub fn finish(mut self, emit: &mut (impl FnMut(Batch) + ?Sized)) {
         let last = std::mem::take(&mut self.partial);
@@ -360,7 +396,7 @@ mod tests {
         let mut emit = |b: Batch| {
             for p in b.pieces {
                 match p {
-                    Piece::Hole(n) => out.push((true, n)),
+                    Piece::Hole(n) | Piece::Unused(n) => out.push((true, n)),
                     Piece::Chunk { len, .. } => out.push((false, len as u64)),
                 }
             }
@@ -443,7 +479,7 @@ mod tests {
         let sparse: Vec<(bool, u64)> = sparse
             .iter()
             .map(|p| match p {
-                Piece::Hole(n) => (true, *n),
+                Piece::Hole(n) | Piece::Unused(n) => (true, *n),
                 Piece::Chunk { len, .. } => (false, *len as u64),
             })
             .collect();

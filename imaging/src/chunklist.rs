@@ -1,14 +1,16 @@
 //! Chunk lists: the ordered content of one stream.
 //!
 //! A list is a run-length-compacted sequence of extents: a chunk repeated
-//! `count` times, or a hole of zeros. Lists are stored as their own objects,
+//! `count` times, a hole of zeros, or an unused range (bytes the file system
+//! does not use, whose content does not matter: not stored, read as zeros,
+//! and not written by a restore to a block device). Lists are stored as their own objects,
 //! outside the JSON manifest, so a manifest stays small however large the disk.
 //!
 //! Format, version 1 (little-endian), named by the BLAKE3 of its content:
 //!
 //! ```text
 //! "FERRYLST" | version u32 = 1 | extent_count u64 | stream_len u64
-//! extents    kind u8 (0 hole, 1 chunk) | 0 ×3 | count u32 | len u64 | chunk id [32] (zeros for a hole)
+//! extents    kind u8 (0 hole, 1 chunk, 2 unused) | 0 ×3 | count u32 | len u64 | chunk id [32] (zeros unless a chunk)
 //! ```
 //!
 //! `len` is one chunk's length (or the hole's); an extent covers `len × count`
@@ -29,6 +31,13 @@ pub enum Extent {
         /// bytes
         len: u64,
     },
+    /// `len` bytes the file system does not use: their content does not
+    /// matter. Read as zeros; a restore leaves them as they are on a block
+    /// device and as holes in a file.
+    Unused {
+        /// bytes
+        len: u64,
+    },
     /// The chunk `id` of `len` bytes, `count` times in a row.
     Chunk {
         /// the chunk
@@ -44,7 +53,7 @@ impl Extent {
     /// Bytes covered.
     pub fn bytes(&self) -> u64 {
         match *self {
-            Extent::Hole { len } => len,
+            Extent::Hole { len } | Extent::Unused { len } => len,
             Extent::Chunk { len, count, .. } => u64::from(len) * u64::from(count),
         }
     }
@@ -86,6 +95,19 @@ impl ChunkList {
         }
     }
 
+    /// Appends an unused range, merging it with a preceding one.
+    pub fn push_unused(&mut self, len: u64) {
+        if len == 0 {
+            return;
+        }
+        self.len += len;
+        if let Some(Extent::Unused { len: prev }) = self.extents.last_mut() {
+            *prev += len;
+        } else {
+            self.extents.push(Extent::Unused { len });
+        }
+    }
+
     /// Appends a chunk, merging it with an identical predecessor.
     pub fn push_chunk(&mut self, id: ChunkId, len: u32) {
         self.len += u64::from(len);
@@ -107,6 +129,7 @@ impl ChunkList {
         for e in &self.extents {
             let (kind, count, len, id) = match *e {
                 Extent::Hole { len } => (0u8, 1u32, len, [0u8; 32]),
+                Extent::Unused { len } => (2, 1, len, [0u8; 32]),
                 Extent::Chunk { id, len, count } => (1, count, u64::from(len), id.0),
             };
             out.extend_from_slice(&[kind, 0, 0, 0]);
@@ -137,6 +160,7 @@ impl ChunkList {
             let id = ChunkId(r.array()?);
             let extent = match kind {
                 0 if n == 1 && len > 0 => Extent::Hole { len },
+                2 if n == 1 && len > 0 => Extent::Unused { len },
                 1 if n >= 1 && len > 0 && len <= MAX_CHUNK as u64 => Extent::Chunk {
                     id,
                     len: len as u32,
@@ -185,6 +209,8 @@ mod tests {
         l.push_hole(4096);
         l.push_hole(4096);
         l.push_chunk(ChunkId([2; 32]), 7);
+        l.push_unused(1 << 20);
+        l.push_unused(4096);
         assert_eq!(
             l.extents(),
             &[
@@ -199,9 +225,12 @@ mod tests {
                     len: 7,
                     count: 1
                 },
+                Extent::Unused {
+                    len: (1 << 20) + 4096
+                },
             ]
         );
-        assert_eq!(l.stream_len(), 8399);
+        assert_eq!(l.stream_len(), 8399 + (1 << 20) + 4096);
         assert_eq!(ChunkList::decode(&l.encode()).expect("decodes"), l);
     }
 

@@ -160,6 +160,21 @@ fn seek(f: &File, pos: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
     Ok(Some(r as u64))
 }
 
+/// Opens a restore or deploy target; `EBUSY` (an `O_EXCL` open of a device
+/// that is mounted or held) becomes a refusal that says so.
+fn open_for_writing(opts: &OpenOptions, path: &Path, verb: &str) -> Result<File> {
+    opts.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EBUSY) {
+            Error::Source {
+                path: path.display().to_string(),
+                reason: "is in use (mounted or held); refusing to write to it".into(),
+            }
+        } else {
+            Error::io(verb, path.display(), e)
+        }
+    })
+}
+
 /// A restore target.
 pub struct Target {
     /// The open file or device.
@@ -195,16 +210,7 @@ impl Target {
             }
             (DeviceKind::File, true) => {}
         }
-        let file = opts.open(path).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EBUSY) {
-                Error::Source {
-                    path: p.clone(),
-                    reason: "is in use (mounted or held); refusing to write to it".into(),
-                }
-            } else {
-                Error::io(if exists { "opening" } else { "creating" }, &p, e)
-            }
-        })?;
+        let file = open_for_writing(&opts, path, if exists { "opening" } else { "creating" })?;
         let target = Target {
             file,
             path: p.clone(),
@@ -233,6 +239,35 @@ impl Target {
             }
         }
         Ok(target)
+    }
+
+    /// Opens an existing disk (image file or block device) to deploy onto,
+    /// without changing its size. A block device is opened `O_EXCL`, so
+    /// one that is mounted or held is refused.
+    pub fn open_disk(path: &Path) -> Result<Target> {
+        let p = path.display().to_string();
+        let kind = kind_of(path)?;
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true);
+        if kind == DeviceKind::Block {
+            opts.custom_flags(libc::O_EXCL);
+        }
+        let file = open_for_writing(&opts, path, "opening")?;
+        Ok(Target {
+            file,
+            path: p,
+            kind,
+            fresh: false,
+        })
+    }
+
+    /// The size in bytes of the file or device.
+    pub fn size(&self) -> Result<u64> {
+        match self.kind {
+            DeviceKind::Block => block_size(&self.file),
+            DeviceKind::File => self.file.metadata().map(|m| m.len()),
+        }
+        .map_err(|e| Error::io("sizing", &self.path, e))
     }
 
     /// Bytes free on the file system holding a file target.

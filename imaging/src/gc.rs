@@ -69,7 +69,7 @@ pub fn gc(lib: &Library, progress: &dyn ProgressSink) -> Result<GcReport> {
             live_lists.insert(stream.list);
             live.extend(list.extents().iter().filter_map(|e| match e {
                 Extent::Chunk { id, .. } => Some(*id),
-                Extent::Hole { .. } => None,
+                Extent::Hole { .. } | Extent::Unused { .. } => None,
             }));
         }
     }

@@ -39,11 +39,12 @@ pub mod manifest;
 pub mod pack;
 pub mod progress;
 pub mod restore;
+pub mod server;
 pub mod store;
 pub mod tree;
 pub mod verify;
 
-pub use capture::{capture, CaptureRequest};
+pub use capture::{capture, CaptureRequest, DiskMode};
 pub use chunk::{ChunkId, VerifiedChunk};
 pub use chunker::ChunkerParams;
 pub use error::{Error, Result};

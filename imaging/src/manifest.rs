@@ -38,6 +38,7 @@ use time::OffsetDateTime;
 
 use crate::chunk::ObjectId;
 use crate::chunker::ChunkerParams;
+use crate::disk::DiskLayout;
 
 /// The manifest format version this build writes and reads.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -87,10 +88,92 @@ pub struct Disk {
 }
 
 impl Disk {
-    /// The disk's block stream.
-    pub fn stream(&self) -> &BlockStream {
+    /// The disk's block streams with the disk offset each one starts at:
+    /// one for a `whole` disk; the head and one per stored partition for a
+    /// `partitioned` one.
+    pub fn streams(&self) -> Vec<(u64, &BlockStream)> {
         match &self.content {
-            DiskContent::Whole { stream } => stream,
+            DiskContent::Whole { stream } => vec![(0, stream)],
+            DiskContent::Partitioned {
+                layout,
+                head,
+                partitions,
+            } => std::iter::once((0, head))
+                .chain(partitions.iter().filter_map(|p| {
+                    let start = layout
+                        .partitions
+                        .iter()
+                        .find(|l| l.number == p.number)?
+                        .start;
+                    Some((start, p.content.stream()?))
+                }))
+                .collect(),
+        }
+    }
+}
+
+impl Disk {
+    /// Checks that the streams fit the disk: a whole stream is the disk's
+    /// size; every partition stream is its partition's size and lies inside
+    /// the disk, and the head ends before the first partition.
+    fn check(&self) -> Result<(), String> {
+        match &self.content {
+            DiskContent::Whole { stream } if stream.size != self.size => Err(format!(
+                "the disk is {} bytes but its stream is {}",
+                self.size, stream.size
+            )),
+            DiskContent::Whole { .. } => Ok(()),
+            DiskContent::Partitioned {
+                layout,
+                head,
+                partitions,
+            } => {
+                if layout.size != self.size {
+                    return Err(format!(
+                        "the disk is {} bytes but its layout says {}",
+                        self.size, layout.size
+                    ));
+                }
+                if partitions.len() != layout.partitions.len() {
+                    return Err(format!(
+                        "{} partition streams for {} partitions",
+                        partitions.len(),
+                        layout.partitions.len()
+                    ));
+                }
+                for (p, l) in partitions.iter().zip(&layout.partitions) {
+                    if p.number != l.number {
+                        return Err(format!(
+                            "partition stream {} is listed where partition {} is",
+                            p.number, l.number
+                        ));
+                    }
+                    if l.start
+                        .checked_add(l.size)
+                        .is_none_or(|end| end > self.size)
+                    {
+                        return Err(format!(
+                            "partition {} ({} bytes at {}) runs past the end of the disk",
+                            l.number, l.size, l.start
+                        ));
+                    }
+                    if l.number != 0 && l.start < head.size {
+                        return Err(format!(
+                            "partition {} starts at {}, inside the {}-byte head",
+                            l.number, l.start, head.size
+                        ));
+                    }
+                    if let Some(s) = p.content.stream() {
+                        if s.size != l.size {
+                            return Err(format!(
+                                "partition {} is {} bytes but its stream is {}",
+                                l.number, l.size, s.size
+                            ));
+                        }
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -98,12 +181,74 @@ impl Disk {
 /// What a disk image holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
+#[allow(clippy::large_enum_variant)]
 pub enum DiskContent {
-    /// The whole disk as one block stream.
+    /// The whole disk as one block stream, every byte (a raw capture).
     Whole {
         /// The stream.
         stream: BlockStream,
     },
+    /// A server's disk: its survey, the bytes in front of the first
+    /// partition, and one stream per partition.
+    Partitioned {
+        /// The disk as surveyed at capture: table, partitions, file systems
+        /// (UUIDs, labels, bytes used) and boot pieces.
+        layout: DiskLayout,
+        /// Bytes `[0, head.size)` of the disk: the MBR with its boot code,
+        /// the GPT's primary header and entries, and the gap up to the first
+        /// partition where GRUB's `core.img` lives on MBR disks. EBRs of
+        /// logical partitions and the GPT backup are not in it: a deploy
+        /// writes tables from its plan.
+        head: BlockStream,
+        /// One entry per partition of `layout.partitions`, in that order.
+        partitions: Vec<PartitionImage>,
+    },
+}
+
+/// What an image holds for one partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionImage {
+    /// The partition's number in [`DiskLayout::partitions`].
+    pub number: u32,
+    /// Its content.
+    pub content: PartitionContent,
+}
+
+/// How a partition's content was stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PartitionContent {
+    /// Only the bytes its file system uses (ext2/3/4 block bitmaps, vfat's
+    /// FAT); the rest is [`Extent::Unused`](crate::chunklist::Extent::Unused).
+    UsedBlocks {
+        /// The partition's bytes.
+        stream: BlockStream,
+        /// Bytes the allocation map marks used.
+        used_bytes: u64,
+    },
+    /// Every byte (a file system whose allocation ferry does not read).
+    Full {
+        /// The partition's bytes.
+        stream: BlockStream,
+    },
+    /// Swap: nothing stored; a deploy runs `mkswap` with the surveyed UUID
+    /// and label.
+    Swap,
+    /// An MBR extended partition: a container whose logical partitions are
+    /// listed on their own.
+    Extended,
+}
+
+impl PartitionContent {
+    /// The stored stream, if any.
+    pub fn stream(&self) -> Option<&BlockStream> {
+        match self {
+            PartitionContent::UsedBlocks { stream, .. } | PartitionContent::Full { stream } => {
+                Some(stream)
+            }
+            PartitionContent::Swap | PartitionContent::Extended => None,
+        }
+    }
 }
 
 /// A byte stream stored as a chunk list.
@@ -119,8 +264,15 @@ pub struct BlockStream {
     pub chunks: u64,
     /// Bytes in chunks.
     pub data_bytes: u64,
-    /// Bytes in holes.
+    /// Bytes in holes (zeros).
     pub hole_bytes: u64,
+    /// Bytes the file system does not use (not stored, content irrelevant).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unused_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A captured file tree.
@@ -217,7 +369,9 @@ impl Manifest {
 
     /// Every block stream, with its disk.
     pub fn streams(&self) -> impl Iterator<Item = (&Disk, &BlockStream)> {
-        self.disks.iter().map(|d| (d, d.stream()))
+        self.disks
+            .iter()
+            .flat_map(|d| d.streams().into_iter().map(move |(_, s)| (d, s)))
     }
 
     /// Parses and checks a manifest's bytes.
@@ -253,18 +407,19 @@ impl Manifest {
         let m: Manifest = serde_json::from_slice(data).map_err(|e| e.to_string())?;
         crate::library::check_name(&m.name).map_err(|e| e.to_string())?;
         for (d, s) in m.streams() {
-            if s.data_bytes.checked_add(s.hole_bytes) != Some(s.size) {
+            let sum = s
+                .data_bytes
+                .checked_add(s.hole_bytes)
+                .and_then(|n| n.checked_add(s.unused_bytes));
+            if sum != Some(s.size) {
                 return Err(format!(
-                    "disk {}: stream sizes do not add up ({} + {} != {})",
-                    d.name, s.data_bytes, s.hole_bytes, s.size
+                    "disk {}: stream sizes do not add up ({} + {} + {} != {})",
+                    d.name, s.data_bytes, s.hole_bytes, s.unused_bytes, s.size
                 ));
             }
-            if s.size != d.size {
-                return Err(format!(
-                    "disk {} is {} bytes but its stream is {}",
-                    d.name, d.size, s.size
-                ));
-            }
+        }
+        for d in &m.disks {
+            d.check().map_err(|e| format!("disk {}: {e}", d.name))?;
         }
         if m.disks.is_empty() && m.trees.is_empty() {
             return Err("the image holds neither disks nor trees".into());

@@ -30,11 +30,12 @@ use serde::Serialize;
 
 use crate::capture::{default_workers, FirstError};
 use crate::chunk::ChunkId;
-use crate::chunklist::Extent;
+use crate::chunklist::{ChunkList, Extent};
 use crate::device::{DeviceKind, Target};
 use crate::error::{Error, Result};
 use crate::index::{Index, Location};
 use crate::library::Library;
+use crate::manifest::{BlockStream, DiskContent};
 use crate::progress::{ProgressSink, Throttle};
 use crate::store::LockMode;
 
@@ -67,6 +68,8 @@ pub struct RestoreStats {
     pub bytes_seeded: u64,
     /// Bytes of holes.
     pub bytes_holes: u64,
+    /// Bytes the file system does not use, left as they were.
+    pub bytes_unused: u64,
     /// Chunks fetched from the library and verified.
     pub chunks_fetched: u64,
     /// Stored bytes read from the library.
@@ -87,7 +90,9 @@ struct ReadBatch {
     jobs: Vec<Job>,
 }
 
-/// Restores disk `opts.disk` of image `name` onto `target`.
+/// Restores disk `opts.disk` of image `name` onto `target`. Only raw
+/// (`whole`) disks restore this way; a server image's partitioned disks are
+/// deployed (a partition table is planned and written first).
 pub fn restore(
     lib: &Library,
     name: &str,
@@ -95,7 +100,6 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn ProgressSink,
 ) -> Result<RestoreStats> {
-    let started = Instant::now();
     let _lock = lib.lock(LockMode::Shared)?;
     let manifest = lib.manifest(name)?;
     let Some(disk) = manifest.disks.get(opts.disk) else {
@@ -108,20 +112,18 @@ pub fn restore(
             ),
         });
     };
-    let stream = disk.stream();
-    let list = lib.read_list(&stream.list)?;
+    let DiskContent::Whole { stream } = &disk.content else {
+        return Err(Error::Config {
+            library: lib.location(),
+            reason: format!(
+                "disk {} of image {name:?} is a server disk (partition table plus one stream \
+                 per partition): deploy it with `ferry deploy {name} --target <DISK>`",
+                disk.name
+            ),
+        });
+    };
     let index = lib.load_index()?;
-    // Every chunk must be present before a byte is written.
-    for e in list.extents() {
-        if let Extent::Chunk { id, .. } = e {
-            if !index.contains(id) {
-                return Err(Error::MissingChunk {
-                    id: *id,
-                    image: name.into(),
-                });
-            }
-        }
-    }
+    check_present(&lib.read_list(&stream.list)?, &index, name)?;
     let target = Target::open(target, stream.size, name)?;
     if target.kind == DeviceKind::File {
         if let Some(free) = target.free_space() {
@@ -136,7 +138,48 @@ pub fn restore(
             }
         }
     }
+    let stats = restore_stream(lib, &index, name, stream, &target, 0, opts, progress)?;
+    target
+        .file
+        .sync_all()
+        .map_err(|e| Error::io("flushing", &target.path, e))?;
+    Ok(stats)
+}
 
+/// Fails unless every chunk of `list` is in the library, so nothing is
+/// written for an image that cannot be restored whole.
+fn check_present(list: &ChunkList, index: &Index, image: &str) -> Result<()> {
+    for e in list.extents() {
+        if let Extent::Chunk { id, .. } = e {
+            if !index.contains(id) {
+                return Err(Error::MissingChunk {
+                    id: *id,
+                    image: image.into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes one stream of image `image` onto `target` from byte `base`
+/// (a partition's offset on a disk), verifying, seeding and zeroing as
+/// [`restore`] does. The caller holds the library lock, checked the
+/// target's size and syncs it afterwards.
+#[allow(clippy::too_many_arguments)]
+pub fn restore_stream(
+    lib: &Library,
+    index: &Index,
+    image: &str,
+    stream: &BlockStream,
+    target: &Target,
+    base: u64,
+    opts: &RestoreOptions,
+    progress: &dyn ProgressSink,
+) -> Result<RestoreStats> {
+    let started = Instant::now();
+    let list = lib.read_list(&stream.list)?;
+    check_present(&list, index, image)?;
     let mut stats = RestoreStats {
         bytes_total: stream.size,
         ..Default::default()
@@ -151,21 +194,21 @@ pub fn restore(
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let rx = rx.clone();
-                let (lib, index, target, written, errors) =
-                    (lib, &index, &target, &written, &errors);
+                let (lib, target, written, errors) = (lib, target, &written, &errors);
                 s.spawn(move || write_batches(lib, index, target, rx, written, errors))
             })
             .collect();
         drop(rx);
         let mut planner = Planner {
             lib,
-            index: &index,
-            target: &target,
+            index,
+            target,
             batch: None,
             tx,
         };
         let planned = planner.run(
             list.extents(),
+            base,
             opts,
             &mut stats,
             &mut throttle,
@@ -181,10 +224,6 @@ pub fn restore(
         }
     });
     errors.result()?;
-    target
-        .file
-        .sync_all()
-        .map_err(|e| Error::io("flushing", &target.path, e))?;
     stats.bytes_written = written.load(Ordering::Relaxed);
     throttle.finish(stream.size);
     stats.seconds = started.elapsed().as_secs_f64();
@@ -200,16 +239,18 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         extents: &[Extent],
+        base: u64,
         opts: &RestoreOptions,
         stats: &mut RestoreStats,
         throttle: &mut Throttle<'_>,
         written: &AtomicU64,
         errors: &FirstError,
     ) -> Result<()> {
-        let mut pos = 0u64;
+        let mut pos = base;
         let mut seed_buf = Vec::new();
         let mut pending: Vec<(u64, Location)> = Vec::new();
         for e in extents {
@@ -220,6 +261,10 @@ impl Planner<'_> {
                 Extent::Hole { len } => {
                     stats.bytes_holes += len;
                     self.hole(pos, len, opts)?;
+                    pos += len;
+                }
+                Extent::Unused { len } => {
+                    stats.bytes_unused += len;
                     pos += len;
                 }
                 Extent::Chunk { id, len, count } => {
@@ -242,8 +287,12 @@ impl Planner<'_> {
             if pending.len() >= 64 {
                 self.fetch(&mut pending)?;
             }
-            throttle
-                .update(stats.bytes_seeded + stats.bytes_holes + written.load(Ordering::Relaxed));
+            throttle.update(
+                stats.bytes_seeded
+                    + stats.bytes_holes
+                    + stats.bytes_unused
+                    + written.load(Ordering::Relaxed),
+            );
         }
         self.fetch(&mut pending)?;
         self.send();

@@ -32,6 +32,7 @@ fn small_library(dir: &Path) -> Library {
 
 fn cap(lib: &Library, src: &Path, name: &str, parent: Option<&str>) -> imaging::Manifest {
     let req = CaptureRequest {
+        mode: imaging::DiskMode::Raw,
         name: name.into(),
         parent: parent.map(str::to_string),
         sources: vec![src.to_path_buf()],
@@ -322,6 +323,7 @@ fn refusals() {
     let src = dir.path().join("src.img");
     fs::write(&src, xorshift(10_000, 1)).expect("write");
     let req = |name: &str, s: &Path| CaptureRequest {
+        mode: imaging::DiskMode::Raw,
         name: name.into(),
         parent: None,
         sources: vec![s.to_path_buf()],

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use imaging::tree::capture::{capture_tree, TreeCaptureRequest};
-use imaging::{CaptureRequest, Library};
+use imaging::{CaptureRequest, DiskMode, Library};
 
 use super::progress::CliProgress;
 use super::{bytes, duration, print_json, rate};
@@ -13,10 +13,15 @@ use super::{bytes, duration, print_json, rate};
 /// Arguments of `ferry capture`.
 #[derive(clap::Args)]
 pub struct CaptureArgs {
-    /// Disk image files or block devices, each one disk of the image; with
-    /// --files, one directory or ext2/3/4 file system.
-    #[arg(required = true)]
+    /// Disk images or block devices captured byte for byte, each one disk of
+    /// the image; with --files, one directory or ext2/3/4 file system.
+    #[arg(required_unless_present = "disk", conflicts_with = "disk")]
     sources: Vec<PathBuf>,
+    /// A server's disk (image file or block device), captured with its
+    /// partition table and one stream per partition holding only the blocks
+    /// in use (swap: its UUID and label only). Repeat for every disk.
+    #[arg(long, conflicts_with = "files")]
+    disk: Vec<PathBuf>,
     /// Name of the new image.
     #[arg(long)]
     name: String,
@@ -61,10 +66,16 @@ pub fn run(library: &Path, a: CaptureArgs) -> anyhow::Result<ExitCode> {
         };
         capture_tree(&lib, &req, &progress)
     } else {
+        let (sources, mode) = if a.disk.is_empty() {
+            (a.sources, DiskMode::Raw)
+        } else {
+            (a.disk, DiskMode::Server)
+        };
         let req = CaptureRequest {
             name: a.name.clone(),
             parent: a.parent,
-            sources: a.sources,
+            sources,
+            mode,
             workers: 0,
         };
         imaging::capture(&lib, &req, &progress)

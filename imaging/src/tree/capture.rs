@@ -523,7 +523,7 @@ impl MetaStream {
 fn store_meta(b: Batch, list: &mut ChunkList, collector: &mut Collector<'_>, errors: &FirstError) {
     for p in b.pieces {
         match p {
-            Piece::Hole(n) => list.push_hole(n),
+            Piece::Hole(n) | Piece::Unused(n) => list.push_hole(n),
             Piece::Chunk { start, len } => {
                 let h = HashedChunk::new(&b.data[start..start + len]);
                 let mut stored = Vec::new();

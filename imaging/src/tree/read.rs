@@ -42,7 +42,9 @@ pub fn read_entries(lib: &Library, stream: &TreeStream) -> Result<Vec<Entry>> {
     let mut bytes = Vec::with_capacity(list.stream_len() as usize);
     for e in list.extents() {
         match *e {
-            Extent::Hole { len } => bytes.resize(bytes.len() + len as usize, 0),
+            Extent::Hole { len } | Extent::Unused { len } => {
+                bytes.resize(bytes.len() + len as usize, 0)
+            }
             Extent::Chunk { id, count, .. } => {
                 let loc = index.get(&id).ok_or_else(|| Error::MissingChunk {
                     id,
