@@ -162,7 +162,7 @@ fn seek(f: &File, pos: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
 
 /// Opens a restore or deploy target; `EBUSY` (an `O_EXCL` open of a device
 /// that is mounted or held) becomes a refusal that says so.
-fn open_for_writing(opts: &OpenOptions, path: &Path, verb: &str) -> Result<File> {
+fn open_for_writing(opts: &OpenOptions, path: &Path, verb: &'static str) -> Result<File> {
     opts.open(path).map_err(|e| {
         if e.raw_os_error() == Some(libc::EBUSY) {
             Error::Source {
