@@ -1,11 +1,11 @@
 //! agent: what `ferry agent` does on the machine being moved.
 //!
-//! It will own (issues 4–6): the hardware and disk survey (PCI modaliases,
-//! disks, NICs, firmware), deploy planning onto the target disks,
-//! partitioning, mkfs and resize, OS adaptation (driver injection,
+//! Deploy (issue 4): [`table`] describes and writes partition tables,
+//! `plan` maps a server image onto target disks, `mkfs` makes, grows and
+//! checks file systems, and `deploy` executes a plan. Still to come
+//! (issues 5-6): the hardware survey, OS adaptation (driver injection,
 //! initramfs rebuild, UUID rewrites, bootloader), the mailbox client, and
 //! PID-1 mode in the ramdisk.
-//!
-//! Nothing is implemented yet: this crate is a documented placeholder in the
-//! workspace layout.
 #![forbid(unsafe_code)]
+
+pub mod table;
