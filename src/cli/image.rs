@@ -176,23 +176,8 @@ pub fn run(library: &Path, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                     bytes(m.chunker.avg_size.into()),
                     bytes(m.chunker.max_size.into())
                 );
-                for (d, s) in m.streams() {
-                    let list = lib.read_list(&s.list)?;
-                    let holes = list
-                        .extents()
-                        .iter()
-                        .filter(|e| matches!(e, Extent::Hole { .. }))
-                        .count();
-                    println!(
-                        "{}    {} from {}: {} data in {} chunks, {} zero in {} holes",
-                        d.name,
-                        bytes(d.size),
-                        d.source,
-                        bytes(s.data_bytes),
-                        s.chunks,
-                        bytes(s.hole_bytes),
-                        holes
-                    );
+                for d in &m.disks {
+                    show_disk(&lib, d)?;
                 }
                 let st = &m.stats;
                 println!(
@@ -311,4 +296,88 @@ fn ls_line(e: &imaging::tree::Entry) -> String {
         "{t}{perms} {:>6} {:>6} {:>12} {when} {name}{extra}",
         e.uid, e.gid, e.size
     )
+}
+
+/// `image show` lines for one disk: its streams, and for a server disk its
+/// table and partitions.
+fn show_disk(lib: &imaging::Library, d: &imaging::manifest::Disk) -> anyhow::Result<()> {
+    use imaging::manifest::{DiskContent, PartitionContent};
+    let stream_line = |s: &imaging::manifest::BlockStream| -> anyhow::Result<String> {
+        let list = lib.read_list(&s.list)?;
+        let holes = list
+            .extents()
+            .iter()
+            .filter(|e| matches!(e, Extent::Hole { .. }))
+            .count();
+        let mut line = format!(
+            "{} data in {} chunks, {} zero in {} holes",
+            bytes(s.data_bytes),
+            s.chunks,
+            bytes(s.hole_bytes),
+            holes
+        );
+        if s.unused_bytes > 0 {
+            line.push_str(&format!(", {} unused", bytes(s.unused_bytes)));
+        }
+        Ok(line)
+    };
+    match &d.content {
+        DiskContent::Whole { stream } => {
+            println!(
+                "{}    {} from {} (every byte): {}",
+                d.name,
+                bytes(d.size),
+                d.source,
+                stream_line(stream)?
+            );
+        }
+        DiskContent::Partitioned {
+            layout,
+            head,
+            partitions,
+        } => {
+            let table = match &layout.table {
+                imaging::disk::PartitionTable::None => "no partition table".to_string(),
+                imaging::disk::PartitionTable::Mbr { disk_signature, .. } => {
+                    format!("MBR {disk_signature}")
+                }
+                imaging::disk::PartitionTable::Gpt { disk_guid, .. } => format!("GPT {disk_guid}"),
+            };
+            println!("{}    {} from {}, {table}", d.name, bytes(d.size), d.source);
+            println!("  head   {}: {}", bytes(head.size), stream_line(head)?);
+            for (p, l) in partitions.iter().zip(&layout.partitions) {
+                let fs = l
+                    .filesystem
+                    .as_ref()
+                    .map(|f| {
+                        format!(
+                            "{} {} {}",
+                            format!("{:?}", f.fs_type).to_lowercase(),
+                            f.uuid.as_deref().unwrap_or("-"),
+                            f.label.as_deref().unwrap_or("-")
+                        )
+                    })
+                    .unwrap_or_else(|| "-".into());
+                let what = match &p.content {
+                    PartitionContent::UsedBlocks { stream, used_bytes } => format!(
+                        "used blocks ({} in use): {}",
+                        bytes(*used_bytes),
+                        stream_line(stream)?
+                    ),
+                    PartitionContent::Full { stream } => {
+                        format!("every byte: {}", stream_line(stream)?)
+                    }
+                    PartitionContent::Swap => "swap: nothing stored".into(),
+                    PartitionContent::Extended => "extended: nothing stored".into(),
+                };
+                println!(
+                    "  part {:<2} {:>10} at {:>12}  {fs}  {what}",
+                    p.number,
+                    bytes(l.size),
+                    l.start
+                );
+            }
+        }
+    }
+    Ok(())
 }
