@@ -40,6 +40,7 @@ pub mod pack;
 pub mod progress;
 pub mod restore;
 pub mod store;
+pub mod stream;
 pub mod tree;
 pub mod verify;
 

@@ -2,7 +2,9 @@
 //!
 //! [`Ext4Tree`] opens a file system in a partition, a disk image file or a
 //! byte range of one, never writing to it (the source is opened
-//! `O_RDONLY` and only read with `pread`), and yields the tree as
+//! `O_RDONLY` and only read with `pread`), or in any [`ByteSource`] such
+//! as an image's stored block stream ([`Ext4Tree::from_reader`] with a
+//! [`crate::stream::StreamReader`]), and yields the tree as
 //! [`Entry`] records with everything `lstat` + `llistxattr` would report:
 //! type, permission bits, owner (32-bit ids), mtime and ctime with
 //! nanoseconds and epoch bits, size, device numbers, symlink targets, hard
@@ -75,6 +77,8 @@ use crate::tree::{Bytes, Entry, Kind};
 use fault::{corrupt, unsupported, Fault, Parsed};
 use inode::{flags, read_inode, Inode, I_BLOCK_LEN};
 use source::{Backing, RawSource, ReadAt, Source};
+
+pub use source::ByteSource;
 use superblock::Superblock;
 
 pub use file::Ext4File;
@@ -168,28 +172,24 @@ impl Ext4Tree {
         let size = (&file)
             .seek(SeekFrom::End(0))
             .map_err(|e| Error::io("finding the size of", &shown, e))?;
-        let avail = size.checked_sub(offset).ok_or_else(|| Error::Source {
-            path: shown.clone(),
-            reason: format!("offset {offset} is past its end ({size} bytes)"),
-        })?;
-        let len = match len {
-            None => avail,
-            Some(l) if l <= avail => l,
-            Some(l) => {
-                return Err(Error::Source {
-                    path: shown,
-                    reason: format!(
-                        "{l} bytes from offset {offset} run past its end ({size} bytes)"
-                    ),
-                })
-            }
-        };
-        let name = if offset == 0 {
-            shown
-        } else {
-            format!("{shown}@{offset}")
-        };
+        let (name, len) = area(shown, size, offset, len)?;
         Self::build(RawSource::new(Backing::File(file), offset, len), name)
+    }
+
+    /// Opens the file system that `reader` holds from byte `offset`, `len`
+    /// bytes long (None = to the end of the reader), for example an image's
+    /// stored block stream read through a [`crate::stream::StreamReader`],
+    /// so a tree can be read without restoring the stream first. `name`
+    /// names the source in errors (`web01 disk 0`, shown with `@offset`
+    /// when `offset` is not 0). Only positional reads are made.
+    pub fn from_reader(
+        name: &str,
+        reader: Box<dyn ByteSource>,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Ext4Tree> {
+        let (name, len) = area(name.to_string(), reader.size(), offset, len)?;
+        Self::build(RawSource::new(Backing::Reader(reader), offset, len), name)
     }
 
     /// The same over bytes in memory (for tests and the fuzzer).
@@ -566,6 +566,32 @@ impl Ext4Tree {
         }
         Ok(ino)
     }
+}
+
+/// Checks that `len` bytes (None = all) from `offset` lie within a source
+/// of `size` bytes called `shown`; returns the name for messages
+/// (`shown@offset`) and the length.
+fn area(shown: String, size: u64, offset: u64, len: Option<u64>) -> Result<(String, u64)> {
+    let avail = size.checked_sub(offset).ok_or_else(|| Error::Source {
+        path: shown.clone(),
+        reason: format!("offset {offset} is past its end ({size} bytes)"),
+    })?;
+    let len = match len {
+        None => avail,
+        Some(l) if l <= avail => l,
+        Some(l) => {
+            return Err(Error::Source {
+                path: shown,
+                reason: format!("{l} bytes from offset {offset} run past its end ({size} bytes)"),
+            })
+        }
+    };
+    let name = if offset == 0 {
+        shown
+    } else {
+        format!("{shown}@{offset}")
+    };
+    Ok((name, len))
 }
 
 /// Opens read-only, with `O_NOATIME` where permitted so reading an image
