@@ -243,6 +243,12 @@ impl Ext4Tree {
         }
     }
 
+    /// The source's name in messages (`disk.img@1048576`, or the name given
+    /// to [`Ext4Tree::from_reader`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// File-system UUID.
     pub fn uuid(&self) -> [u8; 16] {
         self.sb.uuid
