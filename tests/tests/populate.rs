@@ -54,18 +54,6 @@ fn partition_len(disk: &Path) -> u64 {
     u64::from(sectors) * 512
 }
 
-fn uuid_text(u: [u8; 16]) -> String {
-    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
 /// Every difference rsync finds, the checksum pass included.
 fn all_differences(src: &Path, dst: &Path) -> String {
     let mut diff = rsync_differences(src, dst);
@@ -183,7 +171,7 @@ fn a_debian_partition_stream_populates_smaller_ext4_and_xfs_identically() {
     .expect("stream reader");
     let tree = Ext4Tree::from_reader("debian disk 0", Box::new(reader), 0, None).expect("ext4");
     assert_eq!(tree.label(), "root");
-    let uuid = uuid_text(tree.uuid());
+    let uuid = tree.uuid_string();
 
     // The source, mounted directly (a private copy: ro mounts may replay).
     let src = Mount::new(&p("part.img"), &p("src"), "ro,loop");

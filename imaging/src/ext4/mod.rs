@@ -254,6 +254,13 @@ impl Ext4Tree {
         self.sb.uuid
     }
 
+    /// File-system UUID as text (`8-4-4-4-12` lowercase hex), as `blkid`
+    /// shows it and `mkfs -U` takes it.
+    pub fn uuid_string(&self) -> String {
+        let h = hex::encode(self.sb.uuid);
+        [&h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]].join("-")
+    }
+
     /// File-system label (lossy UTF-8, without trailing NULs).
     pub fn label(&self) -> String {
         self.sb.label_text()
