@@ -77,11 +77,10 @@ use crate::tree::{Bytes, Entry, Kind};
 use fault::{corrupt, unsupported, Fault, Parsed};
 use inode::{flags, read_inode, Inode, I_BLOCK_LEN};
 use source::{Backing, RawSource, ReadAt, Source};
-
-pub use source::ByteSource;
 use superblock::Superblock;
 
 pub use file::Ext4File;
+pub use source::ByteSource;
 
 /// Symlink targets longer than this are refused (the kernel's `PATH_MAX`
 /// including the terminating NUL).
