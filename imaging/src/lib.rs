@@ -41,6 +41,7 @@ pub mod progress;
 pub mod restore;
 pub mod server;
 pub mod store;
+pub mod stream;
 pub mod tree;
 pub mod verify;
 

@@ -1,25 +1,16 @@
 //! Engine tests through the public API: round trips, dedup, corruption,
 //! seeding and gc, on temp directories (no root needed).
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::xorshift;
 use imaging::chunker::ChunkerParams;
 use imaging::store::LocalStore;
 use imaging::{capture, restore, CaptureRequest, Error, Library, NoProgress, RestoreOptions};
 use proptest::prelude::*;
-
-fn xorshift(len: usize, mut x: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// A library with small chunks, so small inputs exercise many of them.
 fn small_library(dir: &Path) -> Library {

@@ -2,7 +2,9 @@
 //!
 //! [`Ext4Tree`] opens a file system in a partition, a disk image file or a
 //! byte range of one, never writing to it (the source is opened
-//! `O_RDONLY` and only read with `pread`), and yields the tree as
+//! `O_RDONLY` and only read with `pread`), or in any [`ByteSource`] such
+//! as an image's stored block stream ([`Ext4Tree::from_reader`] with a
+//! [`crate::stream::StreamReader`]), and yields the tree as
 //! [`Entry`] records with everything `lstat` + `llistxattr` would report:
 //! type, permission bits, owner (32-bit ids), mtime and ctime with
 //! nanoseconds and epoch bits, size, device numbers, symlink targets, hard
@@ -78,6 +80,7 @@ use source::{Backing, RawSource, ReadAt, Source};
 use superblock::Superblock;
 
 pub use file::Ext4File;
+pub use source::ByteSource;
 
 /// Symlink targets longer than this are refused (the kernel's `PATH_MAX`
 /// including the terminating NUL).
@@ -168,28 +171,24 @@ impl Ext4Tree {
         let size = (&file)
             .seek(SeekFrom::End(0))
             .map_err(|e| Error::io("finding the size of", &shown, e))?;
-        let avail = size.checked_sub(offset).ok_or_else(|| Error::Source {
-            path: shown.clone(),
-            reason: format!("offset {offset} is past its end ({size} bytes)"),
-        })?;
-        let len = match len {
-            None => avail,
-            Some(l) if l <= avail => l,
-            Some(l) => {
-                return Err(Error::Source {
-                    path: shown,
-                    reason: format!(
-                        "{l} bytes from offset {offset} run past its end ({size} bytes)"
-                    ),
-                })
-            }
-        };
-        let name = if offset == 0 {
-            shown
-        } else {
-            format!("{shown}@{offset}")
-        };
+        let (name, len) = area(shown, size, offset, len)?;
         Self::build(RawSource::new(Backing::File(file), offset, len), name)
+    }
+
+    /// Opens the file system that `reader` holds from byte `offset`, `len`
+    /// bytes long (None = to the end of the reader), for example an image's
+    /// stored block stream read through a [`crate::stream::StreamReader`],
+    /// so a tree can be read without restoring the stream first. `name`
+    /// names the source in errors (`web01 disk 0`, shown with `@offset`
+    /// when `offset` is not 0). Only positional reads are made.
+    pub fn from_reader(
+        name: &str,
+        reader: Box<dyn ByteSource>,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Ext4Tree> {
+        let (name, len) = area(name.to_string(), reader.size(), offset, len)?;
+        Self::build(RawSource::new(Backing::Reader(reader), offset, len), name)
     }
 
     /// The same over bytes in memory (for tests and the fuzzer).
@@ -243,9 +242,22 @@ impl Ext4Tree {
         }
     }
 
+    /// The source's name in messages (`disk.img@1048576`, or the name given
+    /// to [`Ext4Tree::from_reader`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// File-system UUID.
     pub fn uuid(&self) -> [u8; 16] {
         self.sb.uuid
+    }
+
+    /// File-system UUID as text (`8-4-4-4-12` lowercase hex), as `blkid`
+    /// shows it and `mkfs -U` takes it.
+    pub fn uuid_string(&self) -> String {
+        let h = hex::encode(self.sb.uuid);
+        [&h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]].join("-")
     }
 
     /// File-system label (lossy UTF-8, without trailing NULs).
@@ -566,6 +578,32 @@ impl Ext4Tree {
         }
         Ok(ino)
     }
+}
+
+/// Checks that `len` bytes (None = all) from `offset` lie within a source
+/// of `size` bytes called `shown`; returns the name for messages
+/// (`shown@offset`) and the length.
+fn area(shown: String, size: u64, offset: u64, len: Option<u64>) -> Result<(String, u64)> {
+    let avail = size.checked_sub(offset).ok_or_else(|| Error::Source {
+        path: shown.clone(),
+        reason: format!("offset {offset} is past its end ({size} bytes)"),
+    })?;
+    let len = match len {
+        None => avail,
+        Some(l) if l <= avail => l,
+        Some(l) => {
+            return Err(Error::Source {
+                path: shown,
+                reason: format!("{l} bytes from offset {offset} run past its end ({size} bytes)"),
+            })
+        }
+    };
+    let name = if offset == 0 {
+        shown
+    } else {
+        format!("{shown}@{offset}")
+    };
+    Ok((name, len))
 }
 
 /// Opens read-only, with `O_NOATIME` where permitted so reading an image

@@ -1,4 +1,5 @@
-//! The bytes of a file system: a file, block device or memory buffer, a
+//! The bytes of a file system: a file, block device, memory buffer or any
+//! [`ByteSource`] (such as a stored block stream, [`crate::stream`]), a
 //! byte range of it, and the journal's newer copies of blocks laid over it.
 //!
 //! Everything reads through [`ReadAt`] with positional reads (`pread`), so
@@ -22,12 +23,27 @@ pub(crate) trait ReadAt {
     fn read_at(&self, off: u64, dst: &mut [u8]) -> Parsed<()>;
 }
 
+/// Read-only positional access to bytes that hold a file system: what
+/// [`super::Ext4Tree::from_reader`] reads through. Implemented by
+/// [`crate::stream::StreamReader`] (an image's stored block stream); tests
+/// and other callers can implement it over anything. Implementations must
+/// not change the bytes they serve while a tree is open on them.
+pub trait ByteSource: Send + Sync {
+    /// Length in bytes.
+    fn size(&self) -> u64;
+    /// Fills `buf` from byte `off`, or fails with an error that says what
+    /// went wrong (a read past the end has kind `UnexpectedEof`).
+    fn read_exact_at(&self, off: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
 /// Where the bytes come from.
 pub(crate) enum Backing {
     /// A file or block device opened read-only.
     File(File),
     /// A buffer in memory.
     Memory(Vec<u8>),
+    /// Any other positional reader.
+    Reader(Box<dyn ByteSource>),
 }
 
 /// A byte range of a backing store, with no journal applied.
@@ -68,17 +84,15 @@ impl ReadAt for RawSource {
                 ),
             });
         }
-        match &self.backing {
-            Backing::File(f) => {
-                let at = self.base.checked_add(off).ok_or_else(|| Fault::Io {
-                    what: what(),
-                    source: io::Error::from(io::ErrorKind::InvalidInput),
-                })?;
-                f.read_exact_at(dst, at).map_err(|source| Fault::Io {
-                    what: what(),
-                    source,
-                })
-            }
+        let at = || {
+            self.base.checked_add(off).ok_or_else(|| Fault::Io {
+                what: what(),
+                source: io::Error::from(io::ErrorKind::InvalidInput),
+            })
+        };
+        let read = match &self.backing {
+            Backing::File(f) => f.read_exact_at(dst, at()?),
+            Backing::Reader(r) => r.read_exact_at(at()?, dst),
             Backing::Memory(m) => {
                 let src = usize::try_from(off)
                     .ok()
@@ -89,13 +103,14 @@ impl ReadAt for RawSource {
                         dst.copy_from_slice(src);
                         Ok(())
                     }
-                    None => Err(Fault::Io {
-                        what: what(),
-                        source: io::Error::from(io::ErrorKind::UnexpectedEof),
-                    }),
+                    None => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
                 }
             }
-        }
+        };
+        read.map_err(|source| Fault::Io {
+            what: what(),
+            source,
+        })
     }
 }
 

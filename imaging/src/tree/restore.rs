@@ -17,6 +17,11 @@
 //!
 //! Without root, ownership cannot be set; that is reported once and the
 //! restore goes on, as `tar` does.
+//!
+//! The writer (`write_tree`) takes file contents from a `FileContent`
+//! source: here, chunks in the library; in [`crate::tree::populate`], an
+//! ext4 file system read from a stored block stream. Both therefore create
+//! and finish entries in exactly the same way.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -210,33 +215,65 @@ pub fn restore_tree(
             }
         }
     }
-    let t = target.display().to_string();
     match std::fs::create_dir(target) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::io("creating", &t, e))
+            return Err(Error::io("creating", target.display(), e))
         }
         _ => {}
     }
+    let content = StoredContent { lib, index: &index };
+    let mut stats = write_tree(
+        &entries,
+        target,
+        opts.workers,
+        &content,
+        "restore",
+        progress,
+    )?;
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+/// Where the content of regular files comes from, for [`write_tree`].
+pub(crate) trait FileContent: Sync {
+    /// Writes the content of `e` into `file` (just created, empty; `shown`
+    /// names it in errors), adding each byte written to `written` as it
+    /// goes. Holes are left unwritten: the caller sets the size.
+    fn write(&self, file: &File, e: &Entry, shown: &str, written: &AtomicU64) -> Result<()>;
+}
+
+/// Writes `entries` (checked, in walk order, the root first) into the
+/// existing directory `target`, with the safety and metadata order the
+/// module docs describe: `content` supplies file contents, written on
+/// `workers` threads (0: one per core); progress is reported as `step`,
+/// in content bytes. The root entry's metadata goes on `target` itself.
+pub(crate) fn write_tree(
+    entries: &[Entry],
+    target: &Path,
+    workers: usize,
+    content: &dyn FileContent,
+    step: &'static str,
+    progress: &dyn ProgressSink,
+) -> Result<TreeRestoreStats> {
+    let t = target.display().to_string();
     let root: OwnedFd = File::open(target)
         .map_err(|e| Error::io("opening", &t, e))?
         .into();
-    let is_root = nix::unistd::geteuid().is_root();
     let total: u64 = entries
         .iter()
         .filter(|e| e.hardlink.is_none())
         .map(|e| e.size)
         .sum();
-    let mut throttle = Throttle::new(progress, "restore", total);
+    let mut throttle = Throttle::new(progress, step, total);
     let written = AtomicU64::new(0);
     let errors = FirstError::default();
     let warned_owner = AtomicBool::new(false);
     let mut stats = TreeRestoreStats::default();
-    let workers = default_workers(opts.workers);
-    let ctx = Ctx {
-        lib,
-        index: &index,
+    let workers = default_workers(workers);
+    let ctx = Writer {
+        content,
         target: &t,
-        is_root,
+        is_root: nix::unistd::geteuid().is_root(),
         warned_owner: &warned_owner,
     };
 
@@ -285,6 +322,11 @@ pub fn restore_tree(
             throttle.update(written.load(Ordering::Relaxed));
         }
         drop(tx);
+        // Large files may still be in the workers' hands: keep reporting.
+        while handles.iter().any(|h| !h.is_finished()) {
+            throttle.update(written.load(Ordering::Relaxed));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         for h in handles {
             let _ = h.join();
         }
@@ -308,19 +350,18 @@ pub fn restore_tree(
             .warnings
             .push("not running as root: file ownership was not restored".into());
     }
-    stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
 }
 
-struct Ctx<'a> {
-    lib: &'a Library,
-    index: &'a Index,
+/// Creates entries beneath the target and applies their metadata.
+struct Writer<'a> {
+    content: &'a dyn FileContent,
     target: &'a str,
     is_root: bool,
     warned_owner: &'a AtomicBool,
 }
 
-impl Ctx<'_> {
+impl Writer<'_> {
     fn fail(&self, op: &'static str, path: &[u8], err: Errno) -> Error {
         Error::io(
             op,
@@ -422,46 +463,10 @@ impl Ctx<'_> {
 
     /// Writes a file's content, then its metadata.
     fn write_file(&self, file: &File, e: &Entry, written: &AtomicU64) -> Result<()> {
-        let mut off = 0u64;
-        let mut buf = Vec::new();
-        for x in e.content.iter().flat_map(|c| &c.extents) {
-            match *x {
-                FileExtent::Hole { hole } => off += hole,
-                FileExtent::Chunk { id, len } => {
-                    let loc = self.index.get(&id).ok_or_else(|| Error::MissingChunk {
-                        id,
-                        image: e.path.display(),
-                    })?;
-                    let mut record = std::mem::take(&mut buf);
-                    record.resize(loc.entry.record_len(), 0);
-                    self.lib.read_pack_range(
-                        &self.index.pack_id(loc.pack),
-                        u64::from(loc.entry.offset),
-                        &mut record,
-                    )?;
-                    let chunk = self
-                        .lib
-                        .verify_record(self.index, loc, &record, Vec::new())?;
-                    file.write_all_at(chunk.data(), off).map_err(|err| {
-                        Error::io(
-                            "writing",
-                            format!("{}/{}", self.target, e.path.display()),
-                            err,
-                        )
-                    })?;
-                    written.fetch_add(u64::from(len), Ordering::Relaxed);
-                    off += u64::from(len);
-                    buf = record;
-                }
-            }
-        }
-        file.set_len(e.size).map_err(|err| {
-            Error::io(
-                "sizing",
-                format!("{}/{}", self.target, e.path.display()),
-                err,
-            )
-        })?;
+        let shown = format!("{}/{}", self.target, e.path.display());
+        self.content.write(file, e, &shown, written)?;
+        file.set_len(e.size)
+            .map_err(|err| Error::io("sizing", &shown, err))?;
         self.apply_fd(file, e)
     }
 
@@ -564,4 +569,44 @@ impl Ctx<'_> {
 fn times(e: &Entry) -> (TimeSpec, TimeSpec) {
     let mtime = TimeSpec::new(e.mtime, i64::from(e.mtime_ns));
     (mtime, mtime)
+}
+
+/// File contents stored in a library as chunks and holes.
+struct StoredContent<'a> {
+    lib: &'a Library,
+    index: &'a Index,
+}
+
+impl FileContent for StoredContent<'_> {
+    fn write(&self, file: &File, e: &Entry, shown: &str, written: &AtomicU64) -> Result<()> {
+        let mut off = 0u64;
+        let mut buf = Vec::new();
+        for x in e.content.iter().flat_map(|c| &c.extents) {
+            match *x {
+                FileExtent::Hole { hole } => off += hole,
+                FileExtent::Chunk { id, len } => {
+                    let loc = self.index.get(&id).ok_or_else(|| Error::MissingChunk {
+                        id,
+                        image: e.path.display(),
+                    })?;
+                    let mut record = std::mem::take(&mut buf);
+                    record.resize(loc.entry.record_len(), 0);
+                    self.lib.read_pack_range(
+                        &self.index.pack_id(loc.pack),
+                        u64::from(loc.entry.offset),
+                        &mut record,
+                    )?;
+                    let chunk = self
+                        .lib
+                        .verify_record(self.index, loc, &record, Vec::new())?;
+                    file.write_all_at(chunk.data(), off)
+                        .map_err(|err| Error::io("writing", shown, err))?;
+                    written.fetch_add(u64::from(len), Ordering::Relaxed);
+                    off += u64::from(len);
+                    buf = record;
+                }
+            }
+        }
+        Ok(())
+    }
 }
