@@ -199,7 +199,7 @@ impl StreamReader {
             match *extent {
                 Extent::Chunk { id, len, .. } => self.copy_chunk(id, len, pos - start, dst)?,
                 // Bytes that are not stored read as zeros.
-                Extent::Hole { .. } => dst.fill(0),
+                Extent::Hole { .. } | Extent::Unused { .. } => dst.fill(0),
             }
             pos += n as u64;
             i += 1;
@@ -344,6 +344,7 @@ mod tests {
         let src = dir.join("src.img");
         std::fs::write(&src, data).expect("write source");
         let req = CaptureRequest {
+            mode: crate::DiskMode::Raw,
             name: "t".into(),
             parent: None,
             sources: vec![src],
@@ -351,7 +352,7 @@ mod tests {
         };
         let m = capture(&lib, &req, &NoProgress).expect("capture");
         let lib = Arc::new(lib);
-        let r = StreamReader::open(Arc::clone(&lib), m.disks[0].stream(), "t disk 0")
+        let r = StreamReader::open(Arc::clone(&lib), m.disks[0].streams()[0].1, "t disk 0")
             .expect("opens")
             .with_cache_chunks(8);
         (lib, r)

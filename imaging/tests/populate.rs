@@ -195,6 +195,7 @@ fn fixture(test: &str) -> Option<Fixture> {
     )
     .expect("library");
     let req = CaptureRequest {
+        mode: imaging::DiskMode::Raw,
         name: "fs".into(),
         parent: None,
         sources: vec![image.clone()],
@@ -213,7 +214,7 @@ impl Fixture {
     fn reader(&self) -> StreamReader {
         StreamReader::open(
             Arc::clone(&self.lib),
-            self.manifest.disks[0].stream(),
+            self.manifest.disks[0].streams()[0].1,
             "fs disk 0",
         )
         .expect("stream reader")
@@ -353,7 +354,7 @@ fn a_damaged_chunk_stops_populate_with_an_error_naming_it() {
         .map(|b| b * 1024)
         .find(|&o| &image[o..o + 1024] == head)
         .expect("the block is in the image") as u64;
-    let stream = f.manifest.disks[0].stream();
+    let stream = f.manifest.disks[0].streams()[0].1;
     let list = f.lib.read_list(&stream.list).expect("list");
     let mut pos = 0u64;
     let id = list
@@ -428,13 +429,15 @@ fn stream_sources_are_checked_and_named() {
     let padded = f.dir.path().join("disk.img");
     fs::write(&padded, disk).expect("write");
     let req = CaptureRequest {
+        mode: imaging::DiskMode::Raw,
         name: "disk".into(),
         parent: None,
         sources: vec![padded],
         workers: 2,
     };
     let m = capture(&f.lib, &req, &NoProgress).expect("capture");
-    let r = StreamReader::open(Arc::clone(&f.lib), m.disks[0].stream(), "disk 0").expect("reader");
+    let r = StreamReader::open(Arc::clone(&f.lib), m.disks[0].streams()[0].1, "disk 0")
+        .expect("reader");
     let tree = Ext4Tree::from_reader("disk 0", Box::new(r), 1 << 20, None).expect("partition");
     assert_eq!(tree.name(), "disk 0@1048576");
     assert_eq!(walk(&tree), walk(&f.streamed_tree()));

@@ -115,7 +115,7 @@ rss_of() { get "$RESULTS" "$1" 3; }
 stored_of() { get "$STORED" "$1" 2; }
 
 # ---------------------------------------------------------------- sections ---
-SECTIONS=(cp ferry casync tree)
+SECTIONS=(cp ferry casync tree server)
 
 section_cp() {
 	measure cp_cold --sync "$WORK/cp.img" -- cp --sparse=always "$IMG" "$WORK/cp.img"
@@ -206,7 +206,30 @@ section_tree() {
 	sync
 	record_stored casync_tree_make "$(size_b "$store" "$WORK/tree.caidx")"
 	measure casync_tree_extract --sync "$WORK/casync-tree-out" -- casync extract --store="$store" "$WORK/tree.caidx" "$WORK/casync-tree-out"
-	rm -rf "$WORK/casync-tree-out" "$tree"
+	rm -rf "$WORK/casync-tree-out"
+}
+
+# Server images (issue 4): the Debian disk captured per partition (used
+# blocks only), and the same ~0.9 GB of data on a 1.2 GiB and on a 16 GiB
+# disk, each captured into a library of its own.
+section_server() {
+	local tree=$WORK/tree
+	((ONLY_BASELINES)) && return
+	measure ferry_disk_capture --sync "$WORK" -- "$FERRY" capture --disk "$IMG" --library "$WORK/disk-library" --name s1
+	sync
+	record_stored ferry_disk_capture "$(size_b "$WORK/disk-library")"
+	local size
+	for size in 1200M 16G; do
+		local img=$WORK/data-$size.img
+		log "building $img: the Debian tree on a $size disk"
+		truncate -s "$size" "$img"
+		echo 'start=2048, type=83' | sfdisk -q "$img"
+		local kib=$(($(stat -c %s "$img") / 1024 - 1024))
+		mke2fs -q -F -t ext4 -E offset=1048576 -d "$tree" "$img" "${kib}k"
+		measure "ferry_disk_$size" --sync "$WORK" -- "$FERRY" capture --disk "$img" --library "$WORK/lib-$size" --name d
+		rm -rf "$WORK/lib-$size"
+	done
+	rm -rf "$tree" "$WORK"/data-*.img
 }
 
 # ------------------------------------------------------------------ report ---
@@ -263,7 +286,7 @@ report() {
 		echo "  incremental    $(div "$(secs_of casync_incr)" "$(secs_of ferry_incr)")x time, $(div "$(stored_of casync_incr)" "$(stored_of ferry_incr)")x stored"
 		echo "  stored bytes   $(div "$(stored_of casync_make)" "$(stored_of ferry_capture)")x (LZ4 against casync's zstd)"
 	fi
-	for step in ferry_capture ferry_restore ferry_incr; do
+	for step in ferry_capture ferry_restore ferry_incr ferry_disk_capture ferry_disk_16G; do
 		r=$(rss_of "$step")
 		[[ -z $r ]] || max_rss=$(awk -v a="${max_rss:-0}" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
 	done
@@ -285,6 +308,11 @@ report() {
 	target "tree re-capture (s) <= 10% of capture" "$(secs_of ferry_tree_recapture)" "<=" \
 		"$(mul "$(secs_of ferry_tree_capture)" 0.1)"
 	target "tree stored (bytes) <= casync catar store" "$(stored_of ferry_tree_capture)" "<=" "$(stored_of casync_tree_make)"
+	echo
+	echo "server-image targets (issue 4):"
+	target "disk capture --disk (s) <= 1.0 x cp" "$(secs_of ferry_disk_capture)" "<=" "$cp"
+	target "16 GiB disk (s) <= 1.3 x 1.2 GiB disk" "$(secs_of ferry_disk_16G)" "<=" "$(mul "$(secs_of ferry_disk_1200M)" 1.3)"
+	target "disk capture stored <= casync stored" "$(stored_of ferry_disk_capture)" "<=" "$(stored_of casync_make)"
 	((ONLY_BASELINES)) && echo "(ferry steps skipped: --only-baselines)"
 	true
 }

@@ -17,7 +17,7 @@ use ferry_tests::{debian_fixture, is_root, ok, require, rsync_differences};
 use imaging::ext4::Ext4Tree;
 use imaging::stream::StreamReader;
 use imaging::tree::populate::{populate_from_ext4, PopulateStats};
-use imaging::{capture, CaptureRequest, Library, NoProgress};
+use imaging::{capture, CaptureRequest, DiskMode, Library, NoProgress};
 
 /// The fixture's one partition starts at 1 MiB.
 const PART_OFFSET: u64 = 1 << 20;
@@ -152,23 +152,25 @@ fn a_debian_partition_stream_populates_smaller_ext4_and_xfs_identically() {
         name: "debian".into(),
         parent: None,
         sources: vec![p("part.img")],
+        mode: DiskMode::Server,
         workers: 0,
     };
     let t = Instant::now();
     let manifest = capture(&lib, &req, &NoProgress).expect("capture");
+    // A server capture of a whole-disk ext4: no head, one used-blocks stream.
+    let streams = manifest.disks[0].streams();
+    assert_eq!(streams.len(), 2, "head and partition 0");
+    let stream = streams[1].1;
+    assert!(stream.unused_bytes > 0, "free blocks are not stored");
     eprintln!(
         "captured {} MB of a {} MB partition in {:.1} s",
-        manifest.disks[0].stream().data_bytes / 1_000_000,
+        stream.data_bytes / 1_000_000,
         len / 1_000_000,
         t.elapsed().as_secs_f64()
     );
     let lib = Arc::new(lib);
-    let reader = StreamReader::open(
-        Arc::clone(&lib),
-        manifest.disks[0].stream(),
-        "debian disk 0",
-    )
-    .expect("stream reader");
+    let reader =
+        StreamReader::open(Arc::clone(&lib), stream, "debian disk 0").expect("stream reader");
     let tree = Ext4Tree::from_reader("debian disk 0", Box::new(reader), 0, None).expect("ext4");
     assert_eq!(tree.label(), "root");
     let uuid = tree.uuid_string();
