@@ -4,7 +4,7 @@
 use imaging::disk::{DiskLayout, FsType, Partition, PartitionTable};
 use imaging::manifest::{BlockStream, Disk, DiskContent, PartitionImage};
 
-use crate::plan::layout::{align_down, align_up, ALIGN};
+use crate::plan::layout::{align_down, align_up};
 use crate::plan::method::Source;
 use crate::plan::partitioned;
 use crate::plan::{
@@ -204,8 +204,9 @@ fn whole_fs(
     };
     let src = source(ctx, part, partitions, sector)?;
     let size = align_down(ctx.target.size, sector);
-    if size < src.min_size() {
-        return Err(shrink_refusal(ctx, &src, size, size, 0));
+    let min = align_up(src.min_size(), sector);
+    if size < min {
+        return Err(shrink_refusal(ctx, &src, min, size, 0, size));
     }
     let (method, fs) = src.method(size);
     plan.steps.push(PartitionStep {
@@ -248,29 +249,33 @@ pub(crate) fn source<'a>(
     })
 }
 
-/// The refusal for `src` given `room` bytes when it needs more: a
-/// shrink it cannot do, or a plain lack of space (`needed` and
-/// `available` are whole-disk figures, `before` what precedes `src`).
+/// The refusal for `src`, which needs `min` bytes and gets `room`: a
+/// shrink its content cannot do, or a plain lack of space. `before` is
+/// where it starts (the bytes the partitions before it take), `available`
+/// the end of the target's usable area.
 pub(crate) fn shrink_refusal(
     ctx: &Context,
     src: &Source,
+    min: u64,
     room: u64,
-    available: u64,
     before: u64,
+    available: u64,
 ) -> PlanError {
+    let needed = before.saturating_add(min);
     if !src.derivable() && src.tree_only().is_none() && room < src.part.size {
         return PlanError::CannotShrink {
             disk: ctx.index,
             number: src.part.number,
             what: src.what(),
             size: src.part.size,
-            available: room,
+            room,
             target: ctx.target.path.clone(),
+            needed,
+            available: before.saturating_add(room),
         };
     }
-    let min = align_up(src.min_size(), ALIGN);
     ctx.does_not_fit(
-        before.saturating_add(min),
+        needed,
         available,
         format!(
             " (partition {} with {} used bytes needs at least {min} bytes)",

@@ -98,8 +98,8 @@ pub enum PlanError {
     /// A partition would have to shrink but its content cannot.
     #[error(
         "partition {number} of source disk {disk} ({what}, {size} bytes) would have to shrink \
-         to {available} bytes on {target}, and {what} cannot shrink: {short} more bytes are needed",
-        short = size - available
+         to {room} bytes on {target}, and {what} cannot shrink: {short} more bytes are needed",
+        short = needed - available
     )]
     CannotShrink {
         /// The source disk's index.
@@ -111,9 +111,13 @@ pub enum PlanError {
         /// Its size.
         size: u64,
         /// The room the target leaves it.
-        available: u64,
+        room: u64,
         /// The target's path.
         target: String,
+        /// Bytes the plan needs, from the start of the disk.
+        needed: u64,
+        /// Bytes the target can hold partitions in.
+        available: u64,
     },
     /// The table cannot be written in the chosen scheme.
     #[error("source disk {disk} on {target}: {why}")]

@@ -61,6 +61,8 @@ mod layout;
 mod method;
 mod partition_type;
 mod partitioned;
+#[cfg(test)]
+mod tests;
 
 use imaging::disk::FsType;
 use imaging::manifest::Disk;

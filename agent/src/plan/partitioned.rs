@@ -99,8 +99,8 @@ pub(crate) fn plan(
     }
     if ctx.boot && ctx.firmware == Firmware::Bios && !plan.copy_head.boot_code {
         plan.notes.push(
-            "GRUB's boot code is not copied (the table or its BIOS boot partition changed): \
-             the OS adaptation must run grub-install"
+            "no GRUB boot code is copied from the image (there is none, or the table or its \
+             BIOS boot partition changed): the OS adaptation must run grub-install"
                 .into(),
         );
     }
@@ -473,7 +473,7 @@ fn size_and_place(
             .map(|(_, i)| i.number.to_string())
             .collect();
         format!(
-            " (partitions {} keep their sizes and end at byte {end0})",
+            " (fixed partitions {} end at byte {end0})",
             numbers.join(", ")
         )
     };
@@ -486,7 +486,7 @@ fn size_and_place(
             }
             let room = align_down(usable - end0, ALIGN);
             if room < min {
-                return Err(shrink_refusal(ctx, &src, room, usable, end0));
+                return Err(shrink_refusal(ctx, &src, min, room, end0, usable));
             }
             items[e].size = room;
         }
