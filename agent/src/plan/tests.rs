@@ -832,3 +832,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn mbr_on_a_disk_over_2_tib_uses_what_it_can_address() {
+    let d = plan_one(layout_a(), 3 << 40, &PlanOptions::default()).expect("fits");
+    let root = step(&d, 1);
+    assert_eq!(root.start + root.size, (2 << 40) - MIB);
+    assert_eq!(root.method, Method::Block { grow: true });
+    assert!(d
+        .notes
+        .iter()
+        .any(|n| n.contains("MBR addresses no further")));
+}
+
+#[test]
+fn mbr_to_gpt_keeps_logical_numbers_and_drops_the_container() {
+    let options = with_firmware(Firmware::Uefi);
+    let d = plan_one(layout_logical(), 10 * GIB, &options).expect("fits");
+    assert_eq!(
+        d.steps
+            .iter()
+            .map(|s| (s.number, s.source))
+            .collect::<Vec<_>>(),
+        vec![(1, Some(1)), (2, None), (5, Some(5)), (6, Some(6))]
+    );
+    assert_eq!(step(&d, 2).method, Method::NewEsp);
+    assert_eq!(type_guid(&d, 5), SWAP);
+}
