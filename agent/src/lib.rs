@@ -8,4 +8,5 @@
 //! PID-1 mode in the ramdisk.
 #![forbid(unsafe_code)]
 
+pub mod plan;
 pub mod table;
