@@ -4,8 +4,10 @@
 //! wrong. No root needed; `sfdisk`/`sgdisk` missing is reported loudly
 //! (`SKIPPED`) and only those comparisons are left out.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
@@ -13,26 +15,20 @@ use std::process::Command;
 use agent::table::{write_table, EntrySpec, PartSpec, Scheme, TableError, TableSpec};
 use imaging::disk::{survey_disk, PartitionKind, PartitionTable};
 
-const MIB: u64 = 1 << 20;
+use common::MIB;
 const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 const BIOS_BOOT: &str = "21686148-6449-6e6f-744e-656564454649";
 const SWAP: &str = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f";
 const LINUX: &str = "0fc63daf-8483-4772-8e79-3d7d47c47d3c";
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 fn skipped(test: &str, tool: &str) -> bool {
-    if have(tool) {
+    if common::have(tool) {
         return false;
     }
-    println!("SKIPPED {test}: {tool} comparison (install it)");
-    eprintln!("SKIPPED {test}: {tool} comparison (install it)");
+    common::say_skipped(
+        test,
+        &format!("{tool} comparison ({tool} is not installed)"),
+    );
     true
 }
 
@@ -49,14 +45,7 @@ fn run(cmd: &str, args: &[&str]) -> String {
 
 /// A sparse image of `size` bytes whose MBR boot code area holds a pattern.
 fn image(dir: &Path, name: &str, size: u64) -> (std::path::PathBuf, File) {
-    let path = dir.join(name);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .expect("create image");
-    f.set_len(size).expect("size image");
+    let (path, f) = common::sparse(dir, name, size);
     f.write_all_at(&boot_code(), 0).expect("boot code");
     (path, f)
 }

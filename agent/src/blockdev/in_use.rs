@@ -333,6 +333,66 @@ mod tests {
     }
 
     #[test]
+    fn holders_and_mounts_of_partitions_are_found_in_a_fixture_tree() {
+        // Any block device node will do for its number; the rest is fixture.
+        let disk = Path::new("/dev/loop0");
+        let Ok(meta) = std::fs::metadata(disk) else {
+            println!("SKIPPED holders fixture test: no /dev/loop0 node");
+            return;
+        };
+        let dev = sysfs::dev_string(meta.rdev());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let w = |p: &str, text: &str| {
+            let p = root.join(p);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("fixture dir");
+            std::fs::write(p, text).expect("fixture file");
+        };
+        let blk = "sys/devices/virtual/block/loop0";
+        w(&format!("{blk}/dev"), &format!("{dev}\n"));
+        w(&format!("{blk}/holders/dm-0"), "");
+        w(&format!("{blk}/loop0p1/partition"), "1\n");
+        w(&format!("{blk}/loop0p1/dev"), "259:77\n");
+        w(
+            &format!("{blk}/loop0p1/uevent"),
+            "MAJOR=259\nDEVNAME=loop0p1\n",
+        );
+        w("sys/class/block/dm-0/dm/name", "cryptroot\n");
+        w("sys/class/block/dm-0/dm/uuid", "CRYPT-LUKS2-abc\n");
+        w("sys/block/loop0/loop/backing_file", "/elsewhere.img\n");
+        w(
+            "proc/self/mountinfo",
+            "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n2 1 259:77 / /mnt/x rw - ext4 /dev/loop0p1 rw\n",
+        );
+        w("proc/swaps", "Filename Type Size Used Priority\n");
+        std::fs::create_dir_all(root.join("sys/dev/block")).expect("fixture dir");
+        std::os::unix::fs::symlink(
+            "../../devices/virtual/block/loop0",
+            root.join("sys/dev/block").join(&dev),
+        )
+        .expect("fixture link");
+        match check_under(disk, root) {
+            Err(InUse::Busy { device, uses }) => {
+                assert_eq!(device, "/dev/loop0");
+                assert_eq!(
+                    uses,
+                    vec![
+                        Use::Held {
+                            device: "/dev/loop0".into(),
+                            by: "dm-0 (dm-crypt cryptroot)".into()
+                        },
+                        Use::Mounted {
+                            device: "/dev/loop0p1".into(),
+                            at: "/mnt/x".into()
+                        },
+                    ]
+                );
+            }
+            other => panic!("expected a refusal: {other:?}"),
+        }
+    }
+
+    #[test]
     fn holders_are_described() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sys = dir.path();

@@ -62,8 +62,11 @@ pub fn reread_partitions(dev: &File, path: &Path) -> Result<Vec<(u32, PathBuf)>,
         Ok(()) => {}
         Err(e @ (nix::Error::EBUSY | nix::Error::EINVAL)) => {
             tracing::debug!(device = %name, error = %e, "BLKRRPART refused; using partx");
-            if let Err(first) = PARTX.run(path, &["-u", "-v"], &[0]).map(drop) {
-                PARTX.run(path, &["-a", "-v"], &[0]).map_err(|_| first)?;
+            let d = path.as_os_str();
+            if let Err(first) = PARTX.run(path, &["-u".as_ref(), d], &[0]) {
+                PARTX
+                    .run(path, &["-a".as_ref(), d], &[0])
+                    .map_err(|_| first)?;
             }
         }
         Err(source) => {
