@@ -411,20 +411,7 @@ impl TempMount {
             return Ok(());
         }
         let d = self.dir.as_os_str();
-        let mut last = None;
-        for attempt in 0..UNMOUNT_TRIES {
-            if attempt > 0 {
-                std::thread::sleep(UNMOUNT_PAUSE);
-            }
-            match UMOUNT.run(&self.device, &[d], &[0]) {
-                Ok(_) => {
-                    last = None;
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        if let Some(e) = last {
+        if let Err(e) = UMOUNT.run_retrying(&self.device, &[d], UNMOUNT_TRIES, UNMOUNT_PAUSE) {
             tracing::warn!(mount_point = %self.dir.display(), error = %e, "unmount failed; detaching lazily");
             UMOUNT.run(&self.device, &["-l".as_ref(), d], &[0])?;
         }

@@ -120,6 +120,28 @@ impl Tool {
             }),
         }
     }
+
+    /// [`run`](Self::run), tried up to `tries` times `pause` apart (for
+    /// `umount` and `losetup -d`, which fail while the kernel still drops
+    /// the last reference); the last failure is returned.
+    pub fn run_retrying<S: AsRef<OsStr>>(
+        &self,
+        device: &Path,
+        args: &[S],
+        tries: u32,
+        pause: std::time::Duration,
+    ) -> Result<Output, ToolError> {
+        let mut attempt = 1;
+        loop {
+            match self.run(device, args, &[0]) {
+                Err(ToolError::Failed { .. }) if attempt < tries => {
+                    attempt += 1;
+                    std::thread::sleep(pause);
+                }
+                done => return done,
+            }
+        }
+    }
 }
 
 fn is_executable(p: &Path) -> bool {

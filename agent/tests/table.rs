@@ -10,12 +10,11 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
 use agent::table::{write_table, EntrySpec, PartSpec, Scheme, TableError, TableSpec};
 use imaging::disk::{survey_disk, PartitionKind, PartitionTable};
 
-use common::MIB;
+use common::{run, MIB};
 const ESP: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 const BIOS_BOOT: &str = "21686148-6449-6e6f-744e-656564454649";
 const SWAP: &str = "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f";
@@ -30,17 +29,6 @@ fn skipped(test: &str, tool: &str) -> bool {
         &format!("{tool} comparison ({tool} is not installed)"),
     );
     true
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd).args(args).output().expect("spawn");
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// A sparse image of `size` bytes whose MBR boot code area holds a pattern.

@@ -73,17 +73,8 @@ impl LoopDevice {
             PARTX.run(&self.path, &[OsStr::new("-d"), self.path.as_os_str()], &[0])?;
         }
         let args = [OsStr::new("-d"), self.path.as_os_str()];
-        let mut tries = 1;
-        loop {
-            match LOSETUP.run(&self.path, &args, &[0]) {
-                Ok(_) => return Ok(()),
-                Err(e) if tries >= DETACH_TRIES => return Err(e.into()),
-                Err(_) => {
-                    tries += 1;
-                    std::thread::sleep(DETACH_PAUSE);
-                }
-            }
-        }
+        LOSETUP.run_retrying(&self.path, &args, DETACH_TRIES, DETACH_PAUSE)?;
+        Ok(())
     }
 
     /// The kernel knows partitions of this loop device (added by `partx`).

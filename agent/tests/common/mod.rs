@@ -54,17 +54,19 @@ pub fn sparse(dir: &Path, name: &str, size: u64) -> (PathBuf, File) {
     (path, f)
 }
 
-/// Runs a shell command; panics with its output on failure.
-pub fn sh(script: &str) -> String {
-    let o = Command::new("sh")
-        .args(["-c", script])
-        .output()
-        .expect("spawn sh");
+/// Runs `cmd` with `args`; panics with its output on failure.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd).args(args).output().expect("spawn");
     assert!(
         o.status.success(),
-        "{script}: {}{}",
+        "{cmd} {args:?}: {}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs a shell command; panics with its output on failure.
+pub fn sh(script: &str) -> String {
+    run("sh", &["-c", script])
 }
