@@ -6,7 +6,12 @@
 //! (issues 5-6): the hardware survey, OS adaptation (driver injection,
 //! initramfs rebuild, UUID rewrites, bootloader), the mailbox client, and
 //! PID-1 mode in the ramdisk.
-#![forbid(unsafe_code)]
+// Only `blockdev`'s BLKRRPART ioctl needs unsafe, allowed there with a
+// SAFETY note.
+#![deny(unsafe_code)]
 
+pub mod blockdev;
+pub mod mkfs;
 pub mod plan;
 pub mod table;
+pub mod tool;
