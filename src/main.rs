@@ -35,6 +35,11 @@ enum Cmd {
     Capture(cli::capture::CaptureArgs),
     /// Restore an image onto a file or block device.
     Restore(cli::restore::RestoreArgs),
+    /// Plan the deploy of a server image onto target disks (nothing is written).
+    Plan(cli::deploy::PlanCmd),
+    /// Deploy a server image onto target disks: partition, write, grow or
+    /// populate, make swap, check.
+    Deploy(cli::deploy::DeployCmd),
     /// Survey a machine's disks: partition tables, file systems, boot pieces.
     Survey(cli::survey::SurveyArgs),
     /// List, inspect, verify, remove and garbage-collect images.
@@ -56,6 +61,8 @@ fn main() -> ExitCode {
         Cmd::Restore(c) => cli::restore::run(&args.library, c),
         Cmd::Image(c) => cli::image::run(&args.library, c),
         Cmd::Survey(c) => cli::survey::run(c),
+        Cmd::Plan(c) => cli::deploy::run_plan(&args.library, c),
+        Cmd::Deploy(c) => cli::deploy::run_deploy(&args.library, c),
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod blockdev;
+pub mod deploy;
 pub mod mkfs;
 pub mod plan;
 pub mod table;

@@ -170,7 +170,7 @@ pub enum FsError {
 }
 
 /// What a read-only check found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FsckReport {
     /// No problem was found.
     pub clean: bool,

@@ -2,6 +2,7 @@
 //! each subcommand.
 
 pub mod capture;
+pub mod deploy;
 pub mod image;
 pub mod progress;
 pub mod restore;
