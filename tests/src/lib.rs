@@ -129,15 +129,22 @@ macro_rules! require {
 /// `tests/fixtures/debian-disk.sh`): its directory, holding `debian.img`,
 /// `debian-v2.img` and `rootfs.tar.zst`.
 pub fn debian_fixture() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/debian-disk.sh");
+    fixture("debian-disk.sh")
+}
+
+/// Runs a fixture script of `tests/fixtures` (it builds or reuses its cache
+/// entry) and returns the directory it prints last.
+fn fixture(script: &str) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(script);
     let out = Command::new(&script)
         .stderr(std::process::Stdio::inherit())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     assert!(out.status.success(), "{} failed", script.display());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = stdout.lines().last().unwrap_or_default().trim();
-    PathBuf::from(dir)
+    PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
 }
 
 /// Extracts the fixture's Debian root tree into `dest` with full metadata.
@@ -174,4 +181,80 @@ pub fn rsync_differences(src: &Path, dst: &Path) -> String {
 /// Runs a shell snippet that must succeed.
 pub fn sh(script: &str) {
     ok(Command::new("bash").args(["-euo", "pipefail", "-c", script]));
+}
+
+/// A loop device over a file (or a byte range of it), detached on drop
+/// together with any partitions `partx` added.
+pub struct Loop(pub PathBuf);
+
+impl Loop {
+    /// `losetup --find --show [--read-only] [--offset O --sizelimit S] FILE`.
+    pub fn attach(file: &Path, read_only: bool, range: Option<(u64, u64)>) -> Loop {
+        let mut cmd = Command::new("losetup");
+        cmd.args(["--find", "--show"]);
+        if read_only {
+            cmd.arg("--read-only");
+        }
+        if let Some((off, len)) = range {
+            cmd.args([
+                "--offset",
+                &off.to_string(),
+                "--sizelimit",
+                &len.to_string(),
+            ]);
+        }
+        let out = ok(cmd.arg(file));
+        Loop(PathBuf::from(out.trim()))
+    }
+
+    /// The node of partition `n`: `/dev/loopNpM`.
+    pub fn part(&self, n: u32) -> PathBuf {
+        PathBuf::from(format!("{}p{n}", self.0.display()))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("partx").arg("-d").arg(&self.0).output();
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).output();
+    }
+}
+
+/// A read-only mount of a device at a fresh directory, unmounted on drop.
+pub struct Mount {
+    /// Where it is mounted.
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Mount {
+    /// `mount -o ro,noload DEV DIR` (noload: never replay a journal).
+    pub fn read_only(dev: &Path, fs: &str) -> Mount {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let opts = if fs.starts_with("ext") {
+            "ro,noload"
+        } else {
+            "ro,norecovery"
+        };
+        ok(Command::new("mount")
+            .args(["-t", fs, "-o", opts])
+            .arg(dev)
+            .arg(tmp.path()));
+        Mount {
+            dir: tmp.path().to_path_buf(),
+            _tmp: tmp,
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).output();
+    }
+}
+
+/// The layout (b) fixture directory (`tests/fixtures/debian-gpt.sh`):
+/// holds `debian-gpt.img`.
+pub fn debian_gpt_fixture() -> PathBuf {
+    fixture("debian-gpt.sh")
 }

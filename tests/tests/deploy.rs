@@ -1,0 +1,267 @@
+//! Issue 4's proof: the real Debian server in two layouts, captured with
+//! `ferry capture --disk` and deployed onto loop devices of equal, bigger
+//! and smaller size. After each deploy: every file system is fsck-clean,
+//! every file compares equal with the source (`rsync -aHAX` itemize, or
+//! mtools for the ESP, which this kernel cannot mount), UUIDs and labels are
+//! the source's, a bigger target has a grown file system, swap is made
+//! again with its UUID and label. Also: a disk in use and a target too small
+//! are refused before anything is written.
+
+use std::path::Path;
+use std::process::Command;
+
+use ferry_tests::{
+    debian_fixture, debian_gpt_fixture, fails, ferry, is_root, json, ok, require,
+    rsync_differences, Loop, Mount,
+};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+fn survey(dev: &Path) -> Value {
+    let v = json(
+        ferry(Path::new("/nonexistent"))
+            .args(["survey", "--disks"])
+            .arg(dev),
+    );
+    v.as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .unwrap_or_else(|| panic!("no survey for {}: {v:#}", dev.display()))
+}
+
+fn partitions(layout: &Value) -> &Vec<Value> {
+    layout["partitions"].as_array().expect("partitions")
+}
+
+/// The files of a vfat partition, extracted with mtools.
+fn vfat_files(dev: &Path, into: &Path) {
+    std::fs::create_dir_all(into).expect("mkdir");
+    ok(Command::new("mcopy")
+        .args(["-s", "-n", "-m", "-i"])
+        .arg(dev)
+        .arg("::/")
+        .arg(into));
+}
+
+/// Deploys `image` onto a fresh `size`-byte loop device and checks the
+/// result against the source disk `src`. Returns the target's survey.
+fn deploy_and_check(lib: &Path, image: &str, src: &Path, size: u64, work: &Path) -> Value {
+    let file = work.join(format!("{image}-{size}.img"));
+    ok(Command::new("truncate")
+        .args(["-s", &size.to_string()])
+        .arg(&file));
+    let target = Loop::attach(&file, false, None);
+    let report = json(
+        ferry(lib)
+            .args(["deploy", image, "--target"])
+            .arg(&target.0),
+    );
+    let steps = report["disks"][0]["partitions"]
+        .as_array()
+        .expect("steps")
+        .clone();
+    let source = survey(src);
+    let got = survey(&target.0);
+    assert_eq!(got["table"]["kind"], source["table"]["kind"], "{got:#}");
+    for sp in partitions(&source) {
+        let n = sp["number"].as_u64().expect("number") as u32;
+        let tp = partitions(&got)
+            .iter()
+            .find(|p| p["number"] == n)
+            .unwrap_or_else(|| panic!("partition {n} missing on {}: {got:#}", target.0.display()));
+        let (sfs, tfs) = (&sp["filesystem"], &tp["filesystem"]);
+        assert_eq!(tfs["type"], sfs["type"], "partition {n}");
+        assert_eq!(tfs["uuid"], sfs["uuid"], "partition {n} keeps its UUID");
+        assert_eq!(tfs["label"], sfs["label"], "partition {n} keeps its label");
+        let part_size = tp["size"].as_u64().expect("size");
+        let method = steps
+            .iter()
+            .find(|s| s["number"] == n)
+            .map(|s| s["method"]["method"].clone())
+            .unwrap_or_default();
+        let fs_type = sfs["type"].as_str().unwrap_or_default();
+        if fs_type == "swap" {
+            assert_eq!(method, "swap");
+            continue;
+        }
+        // Grown or made to fill the partition (to a block).
+        if method == "tree"
+            || steps
+                .iter()
+                .any(|s| s["number"] == n && s["method"]["grow"] == true)
+        {
+            let fs_size = tfs["size"].as_u64().expect("fs size");
+            assert!(
+                part_size - fs_size < 4 * MIB,
+                "partition {n}: file system {fs_size} does not fill its {part_size}-byte partition"
+            );
+        }
+        // Read-only checks, independent of the deploy's own.
+        let dev = target.part(n);
+        let src_range = (
+            sp["start"].as_u64().expect("start"),
+            sp["size"].as_u64().expect("size"),
+        );
+        let src_dev = Loop::attach(src, true, Some(src_range));
+        match fs_type {
+            "ext4" => {
+                ok(Command::new("e2fsck").arg("-fn").arg(&dev));
+                let a = Mount::read_only(&src_dev.0, "ext4");
+                let b = Mount::read_only(&dev, "ext4");
+                let diff = rsync_differences(&a.dir, &b.dir);
+                assert!(diff.is_empty(), "partition {n} differs:\n{diff}");
+            }
+            "vfat" => {
+                ok(Command::new("fsck.vfat").arg("-n").arg(&dev));
+                let (a, b) = (work.join("esp-src"), work.join("esp-dst"));
+                let _ = std::fs::remove_dir_all(&a);
+                let _ = std::fs::remove_dir_all(&b);
+                vfat_files(&src_dev.0, &a);
+                vfat_files(&dev, &b);
+                ok(Command::new("diff").arg("-r").arg(&a).arg(&b));
+            }
+            other => panic!("unexpected file system {other} in the fixture"),
+        }
+    }
+    drop(target);
+    std::fs::remove_file(&file).expect("rm target");
+    got
+}
+
+fn root_size(layout: &Value, label: &str) -> u64 {
+    partitions(layout)
+        .iter()
+        .find(|p| p["filesystem"]["label"] == label)
+        .and_then(|p| p["size"].as_u64())
+        .unwrap_or_else(|| panic!("no {label} partition: {layout:#}"))
+}
+
+#[test]
+fn layout_a_mbr_root_deploys_to_equal_bigger_and_smaller_disks() {
+    require!(
+        is_root(),
+        "layout_a",
+        "needs root for loop devices and mount"
+    );
+    let fix = debian_fixture();
+    let src = fix.join("debian.img");
+    let work = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let lib = work.path().join("lib");
+    ok(ferry(&lib)
+        .args(["capture", "--disk"])
+        .arg(&src)
+        .args(["--name", "web01"]));
+
+    let equal = deploy_and_check(&lib, "web01", &src, 2 * GIB, work.path());
+    assert_eq!(root_size(&equal, "root"), 2 * GIB - MIB);
+    let bigger = deploy_and_check(&lib, "web01", &src, 4 * GIB, work.path());
+    assert_eq!(root_size(&bigger, "root"), 4 * GIB - MIB);
+    let smaller = deploy_and_check(&lib, "web01", &src, 1536 * MIB, work.path());
+    assert_eq!(root_size(&smaller, "root"), 1536 * MIB - MIB);
+
+    // GRUB's boot code and core.img came along on an MBR/BIOS deploy.
+    let target = work.path().join("boot.img");
+    ok(Command::new("truncate").args(["-s", "3G"]).arg(&target));
+    ok(ferry(&lib)
+        .args(["deploy", "web01", "--target"])
+        .arg(&target));
+    let head = |p: &Path| {
+        let mut f = std::fs::File::open(p).expect("open");
+        let mut b = vec![0u8; MIB as usize];
+        std::io::Read::read_exact(&mut f, &mut b).expect("read");
+        b
+    };
+    let (a, b) = (head(&src), head(&target));
+    assert_eq!(a[..440], b[..440], "MBR boot code");
+    assert_eq!(a[512..], b[512..], "the boot gap (core.img)");
+    assert!(a[512..].iter().any(|&x| x != 0), "the fixture has core.img");
+
+    // Refusals: too small (with the shortfall), and in use.
+    let tiny = work.path().join("tiny.img");
+    ok(Command::new("truncate").args(["-s", "900M"]).arg(&tiny));
+    let err = fails(ferry(&lib).args(["deploy", "web01", "--target"]).arg(&tiny));
+    assert!(err.contains("more bytes") && err.contains("MiB"), "{err}");
+    let busy = Loop::attach(&target, false, None);
+    ok(Command::new("partx").arg("-a").arg(&busy.0));
+    let before = head(&target);
+    {
+        let _m = Mount::read_only(&busy.part(1), "ext4");
+        let err = fails(
+            ferry(&lib)
+                .args(["deploy", "web01", "--target"])
+                .arg(&busy.0),
+        );
+        assert!(err.contains("mounted") && err.contains("refusing"), "{err}");
+    }
+    assert_eq!(head(&target), before, "nothing written to a disk in use");
+}
+
+#[test]
+fn layout_b_gpt_esp_boot_root_swap_deploys_to_equal_bigger_and_smaller_disks() {
+    require!(
+        is_root(),
+        "layout_b",
+        "needs root for loop devices and mount"
+    );
+    let fix = debian_gpt_fixture();
+    let src = fix.join("debian-gpt.img");
+    let work = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let lib = work.path().join("lib");
+    let m = json(
+        ferry(&lib)
+            .args(["capture", "--disk"])
+            .arg(&src)
+            .args(["--name", "db01"]),
+    );
+    let kinds: Vec<&str> = m["disks"][0]["content"]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["content"]["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["used-blocks", "used-blocks", "used-blocks", "swap"],
+        "ESP, /boot, root, swap"
+    );
+    let source = survey(&src);
+    let src_root = root_size(&source, "root");
+    // The root takes whatever the disk has beyond the fixed partitions: on
+    // an equal disk that is its own size plus the alignment slack the
+    // source left at the end (up to 2 MiB).
+    let equal = deploy_and_check(&lib, "db01", &src, 3 * GIB, work.path());
+    let eq_root = root_size(&equal, "root");
+    assert!(
+        (src_root..=src_root + 2 * MIB).contains(&eq_root),
+        "{eq_root} vs {src_root}"
+    );
+    let bigger = deploy_and_check(&lib, "db01", &src, 5 * GIB, work.path());
+    assert_eq!(root_size(&bigger, "root"), eq_root + 2 * GIB);
+    let smaller = deploy_and_check(&lib, "db01", &src, 2 * GIB, work.path());
+    assert_eq!(root_size(&smaller, "root"), eq_root - GIB);
+    for (l, name) in [
+        (&equal, "equal"),
+        (&bigger, "bigger"),
+        (&smaller, "smaller"),
+    ] {
+        // Fixed partitions keep their sizes and GPT identities.
+        for label in ["ESP", "boot", "swap"] {
+            assert_eq!(
+                root_size(l, label),
+                root_size(&source, label),
+                "{name} {label}"
+            );
+        }
+        assert_eq!(
+            l["table"]["disk_guid"], source["table"]["disk_guid"],
+            "{name}"
+        );
+        for (a, b) in partitions(l).iter().zip(partitions(&source)) {
+            assert_eq!(a["kind"]["unique_guid"], b["kind"]["unique_guid"], "{name}");
+            assert_eq!(a["kind"]["type_guid"], b["kind"]["type_guid"], "{name}");
+            assert_eq!(a["kind"]["name"], b["kind"]["name"], "{name}");
+        }
+    }
+}
