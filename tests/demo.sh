@@ -60,6 +60,18 @@ step "re-restore v2 over v1 (seeding: only changed chunks are written)"
 "$FERRY" restore "demo-$STAMP-v2" "$WORK/restored-v1.img" --json > "$WORK/reseed.json"
 cmp "$DISK" "$WORK/restored-v1.img" && echo "  v1 -> v2 in place: byte-identical" >&2
 
+step "migrate it as a server: capture --disk (used blocks only), then deploy onto a smaller and a bigger disk"
+"$FERRY" capture --disk "$DISK" --name "demo-$STAMP-server" --json > "$WORK/server.json"
+for size in 1G 4G; do
+  truncate -s $size "$WORK/target-$size.img"
+  "$FERRY" plan "demo-$STAMP-server" --target "$WORK/target-$size.img" >&2
+  "$FERRY" deploy "demo-$STAMP-server" --target "$WORK/target-$size.img" --json > "$WORK/deploy-$size.json"
+  LOOP=$(losetup -f --show -o $((2048 * 512)) "$WORK/target-$size.img")
+  e2fsck -fn "$LOOP" >/dev/null && echo "  $size target: e2fsck clean" >&2
+  losetup -d "$LOOP"; LOOP=
+  "$FERRY" survey --disks "$WORK/target-$size.img" >&2
+done
+
 step "verify the whole library"
 "$FERRY" image verify
 
@@ -77,6 +89,14 @@ print(f"v2 data read             {mb(s2['bytes_read'])}   stored {mb(s2['stored_
 for name, r in (("restore v1", r1), ("restore v2", r2)):
     print(f"{name:<24} {mb(r['bytes_written'])} written, {r['bytes_holes']/1e6:.0f} MB holes kept sparse, in {r['seconds']:.1f} s, {r['bytes_written']/r['seconds']/1e6:.0f} MB/s")
 print(f"v2 over v1 in place      {mb(rs['bytes_written'])} written, {mb(rs['bytes_seeded'])} already in place")
+sv = ld("server")
+p1 = sv["disks"][0]["content"]["partitions"][0]["content"]
+print(f"server capture           {mb(sv['stats']['bytes_read'])} read (used blocks of a {sv['disks'][0]['size']/2**30:.0f} GiB disk), {mb(p1['stream']['unused_bytes'])} free not read, in {sv['stats']['seconds']:.1f} s")
+for size in ("1G", "4G"):
+    d = ld(f"deploy-{size}")
+    p = d["disks"][0]["partitions"][0]
+    how = "file tree into a fresh ext4" if p["method"]["method"] == "tree" else "blocks, then grown"
+    print(f"deploy onto {size:<12} {how}: {mb(p['bytes_written'])} written, fsck clean, in {d['seconds']:.1f} s")
 PY
 echo >&2
 "$FERRY" image ls

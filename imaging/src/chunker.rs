@@ -276,16 +276,10 @@ impl Chunker {
             self.zeros += len;
             return;
         }
-        // Zeros before the unused run: a hole if long, else segment data.
-        if self.zeros >= self.zero_run_min {
-            self.cut_pending(true, emit);
-            self.push_hole(self.zeros);
-        } else {
-            let z = self.zeros as usize;
-            self.pending.resize(self.pending.len() + z, 0);
-            self.cut_pending(true, emit);
-        }
-        self.zeros = 0;
+        // Zeros before the unused run become a hole or segment data; either
+        // way the segment ends here.
+        self.settle_zeros(emit);
+        self.cut_pending(true, emit);
         self.pos += len;
         if let Some(Piece::Unused(prev)) = self.batch.pieces.last_mut() {
             *prev += len;
@@ -414,6 +408,49 @@ mod tests {
             }
         }
         merged
+    }
+
+    #[test]
+    fn unused_runs_end_segments_and_short_ones_are_zeros() {
+        let params = ChunkerParams::default();
+        let mut pieces = Vec::new();
+        let mut c = Chunker::new(&params);
+        let mut emit = |b: Batch| pieces.extend(b.pieces);
+        // Block-aligned, as file-system allocation is.
+        let data = generated(75 * 4096, 7);
+        c.feed(&data[..25 * 4096], &mut emit);
+        c.feed_unused(1 << 20, &mut emit);
+        c.feed(&data[25 * 4096..50 * 4096], &mut emit);
+        c.feed_unused(8192, &mut emit); // shorter than zero_run_min: zeros
+        c.feed(&data[50 * 4096..], &mut emit);
+        c.feed_unused(3 << 20, &mut emit);
+        c.finish(&mut emit);
+        let unused: Vec<u64> = pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Unused(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(unused, [1 << 20, 3 << 20]);
+        let chunk_bytes: usize = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Chunk { len, .. } => *len,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(chunk_bytes, 75 * 4096 + 8192);
+        // The first unused run follows exactly the first 25 blocks.
+        let before: usize = pieces
+            .iter()
+            .take_while(|p| !matches!(p, Piece::Unused(_)))
+            .map(|p| match p {
+                Piece::Chunk { len, .. } => *len,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(before, 25 * 4096);
     }
 
     /// The golden input: random data with zero runs of several lengths.

@@ -65,6 +65,13 @@ fn a_big_disk_with_little_data_costs_only_its_data() {
         Some((16 << 30) - (1 << 20))
     );
     ok(ferry(&lib).args(["image", "verify", "big"]));
+    let err = fails(
+        ferry(&lib)
+            .args(["restore", "big"])
+            .arg(dir.path().join("out.img")),
+    );
+    assert!(err.contains("ferry deploy big --target"), "{err}");
+    assert!(!dir.path().join("out.img").exists(), "nothing created");
     // The same disk captured byte for byte stores the same data chunks:
     // nothing new but the free space's metadata.
     let raw = json(
