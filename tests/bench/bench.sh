@@ -14,6 +14,10 @@
 #   ferry incr       $FERRY capture debian-v2.img --library L --name v2 --parent v1
 #                    stored = growth of du -sb L, against debian-v2.changed-bytes
 #   casync make/extract/make v2 on the same images, store size by du -sb
+#   file trees     tar -c / -x, ferry --files capture, restore, re-capture, casync catar
+#   server images  ferry capture --disk of debian.img; deploy of it onto 2 GiB
+#                  (equal), 4 GiB (grow) and 1.5 GiB (file tree) image files; the
+#                  Debian tree on a 1.2 GiB and a 16 GiB disk captured --disk
 #
 # Every step that writes is followed by `sync -f` on what it wrote, inside the
 # timing, so page-cache writeback is counted for every tool alike.
@@ -219,6 +223,13 @@ section_server() {
 	sync
 	record_stored ferry_disk_capture "$(size_b "$WORK/disk-library")"
 	local size
+	# Deploy of each plan of layout (a): equal, bigger (block + grow) and
+	# smaller (file tree into a fresh ext4).
+	for size in 2G 4G 1536M; do
+		truncate -s "$size" "$WORK/deploy-$size.img"
+		measure "ferry_deploy_$size" --sync "$WORK/deploy-$size.img" -- "$FERRY" deploy s1 --target "$WORK/deploy-$size.img" --library "$WORK/disk-library"
+		rm -f "$WORK/deploy-$size.img"
+	done
 	for size in 1200M 16G; do
 		local img=$WORK/data-$size.img
 		log "building $img: the Debian tree on a $size disk"
@@ -286,7 +297,7 @@ report() {
 		echo "  incremental    $(div "$(secs_of casync_incr)" "$(secs_of ferry_incr)")x time, $(div "$(stored_of casync_incr)" "$(stored_of ferry_incr)")x stored"
 		echo "  stored bytes   $(div "$(stored_of casync_make)" "$(stored_of ferry_capture)")x (LZ4 against casync's zstd)"
 	fi
-	for step in ferry_capture ferry_restore ferry_incr ferry_disk_capture ferry_disk_16G; do
+	for step in ferry_capture ferry_restore ferry_incr ferry_disk_capture ferry_disk_16G ferry_deploy_2G ferry_deploy_4G ferry_deploy_1536M; do
 		r=$(rss_of "$step")
 		[[ -z $r ]] || max_rss=$(awk -v a="${max_rss:-0}" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
 	done
