@@ -265,3 +265,114 @@ fn layout_b_gpt_esp_boot_root_swap_deploys_to_equal_bigger_and_smaller_disks() {
         }
     }
 }
+
+#[test]
+fn two_disks_swap_places_and_bios_becomes_uefi() {
+    require!(is_root(), "two_disks", "needs root for loop devices");
+    let work = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let w = work.path();
+    let lib = w.join("lib");
+    // Two small data disks, each an MBR with one ext4 made by mke2fs -d.
+    let mut disks = Vec::new();
+    for (i, uuid) in [
+        "0d15c000-0000-4000-8000-000000000000",
+        "0d15c000-0000-4000-8000-000000000001",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let tree = w.join(format!("tree{i}"));
+        std::fs::create_dir_all(tree.join("etc")).expect("mkdir");
+        std::fs::write(tree.join("etc/disk"), format!("disk {i}\n")).expect("write");
+        let disk = w.join(format!("disk{i}.img"));
+        ferry_tests::sh(&format!(
+            "truncate -s 96M {d} && echo 'start=2048, type=83' | sfdisk -q {d} && \
+             mke2fs -q -F -t ext4 -U {uuid} -L data{i} -E offset=1048576 -d {t} {d} 97280k",
+            d = disk.display(),
+            t = tree.display()
+        ));
+        disks.push(disk);
+    }
+    ok(ferry(&lib)
+        .args(["capture", "--disk"])
+        .arg(&disks[0])
+        .arg("--disk")
+        .arg(&disks[1])
+        .args(["--name", "pair"]));
+    let targets: Vec<_> = (0..2).map(|i| w.join(format!("target{i}.img"))).collect();
+    for t in &targets {
+        ok(Command::new("truncate").args(["-s", "1G"]).arg(t));
+    }
+    let plan = json(
+        ferry(&lib)
+            .args([
+                "plan",
+                "pair",
+                "--map",
+                "0:1",
+                "--map",
+                "1:0",
+                "--firmware",
+                "uefi",
+            ])
+            .arg("--target")
+            .arg(&targets[0])
+            .arg("--target")
+            .arg(&targets[1]),
+    );
+    assert_eq!(plan["firmware"], "uefi", "{plan:#}");
+    ok(ferry(&lib)
+        .args([
+            "deploy",
+            "pair",
+            "--map",
+            "0:1",
+            "--map",
+            "1:0",
+            "--firmware",
+            "uefi",
+        ])
+        .arg("--target")
+        .arg(&targets[0])
+        .arg("--target")
+        .arg(&targets[1]));
+    let labels = |t: &Path| -> Vec<String> {
+        partitions(&survey(t))
+            .iter()
+            .map(|p| p["filesystem"]["label"].as_str().unwrap_or("-").to_string())
+            .collect()
+    };
+    // Image disk 0 landed on target 1, disk 1 on target 0. The boot disk
+    // (image disk 0) became GPT with a fresh ESP in front of its data.
+    let boot = survey(&targets[1]);
+    assert_eq!(boot["table"]["kind"], "gpt", "{boot:#}");
+    assert!(
+        partitions(&boot).iter().any(|p| p["role"] == "esp"),
+        "{boot:#}"
+    );
+    assert!(
+        labels(&targets[1]).contains(&"data0".to_string()),
+        "{boot:#}"
+    );
+    assert_eq!(labels(&targets[0]), ["data1"]);
+    for (t, n) in [(&targets[1], "data0"), (&targets[0], "data1")] {
+        let s = survey(t);
+        let p = partitions(&s)
+            .iter()
+            .find(|p| p["filesystem"]["label"] == n)
+            .expect("data partition");
+        let part = Loop::attach(
+            t,
+            true,
+            Some((
+                p["start"].as_u64().unwrap_or(0),
+                p["size"].as_u64().unwrap_or(0),
+            )),
+        );
+        ok(Command::new("e2fsck").arg("-fn").arg(&part.0));
+        let cat = ok(Command::new("debugfs")
+            .args(["-R", "cat /etc/disk"])
+            .arg(&part.0));
+        assert_eq!(cat.trim(), format!("disk {}", &n[4..]));
+    }
+}
