@@ -148,7 +148,7 @@ pub fn restore(
 
 /// Fails unless every chunk of `list` is in the library, so nothing is
 /// written for an image that cannot be restored whole.
-fn check_present(list: &ChunkList, index: &Index, image: &str) -> Result<()> {
+pub(crate) fn check_present(list: &ChunkList, index: &Index, image: &str) -> Result<()> {
     for e in list.extents() {
         if let Extent::Chunk { id, .. } = e {
             if !index.contains(id) {

@@ -68,7 +68,7 @@ impl std::fmt::Debug for StreamReader {
 }
 
 impl StreamReader {
-    /// Opens `stream` (e.g. a manifest disk's [`crate::manifest::Disk::stream`])
+    /// Opens `stream` (e.g. one of [`crate::manifest::Disk::streams`])
     /// in `lib`. `name` names it in messages and errors (`web01 disk 0`).
     /// Fails with [`Error::MissingChunk`] if the index lacks any of its
     /// chunks.
@@ -108,16 +108,7 @@ impl StreamReader {
         name: &str,
         lock: LockGuard,
     ) -> Result<StreamReader> {
-        let missing = list.extents().iter().find_map(|e| match e {
-            Extent::Chunk { id, .. } if !index.contains(id) => Some(*id),
-            _ => None,
-        });
-        if let Some(id) = missing {
-            return Err(Error::MissingChunk {
-                id,
-                image: name.into(),
-            });
-        }
+        crate::restore::check_present(&list, &index, name)?;
         let mut starts = Vec::with_capacity(list.extents().len());
         let mut at = 0u64;
         for e in list.extents() {

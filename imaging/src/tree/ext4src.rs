@@ -20,7 +20,7 @@ const READ_SIZE: usize = 1 << 20;
 /// An unmounted ext2/3/4 file system.
 pub(crate) struct Ext4Source {
     path: PathBuf,
-    uuid: [u8; 16],
+    uuid: String,
     label: String,
 }
 
@@ -38,21 +38,9 @@ impl Ext4Source {
         })?;
         Ok(Ext4Source {
             path: path.to_path_buf(),
-            uuid: tree.uuid(),
+            uuid: tree.uuid_string(),
             label: tree.label(),
         })
-    }
-
-    fn uuid_text(&self) -> String {
-        let h = hex::encode(self.uuid);
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        )
     }
 }
 
@@ -61,12 +49,12 @@ impl TreeSource for Ext4Source {
         self.path.display().to_string()
     }
     fn source_id(&self) -> String {
-        format!("ext4:{}", self.uuid_text())
+        format!("ext4:{}", self.uuid)
     }
     fn filesystem(&self) -> Option<FsInfo> {
         Some(FsInfo {
             kind: "ext4".into(),
-            uuid: self.uuid_text(),
+            uuid: self.uuid.clone(),
             label: self.label.clone(),
         })
     }
