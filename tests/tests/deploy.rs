@@ -178,6 +178,23 @@ fn layout_a_mbr_root_deploys_to_equal_bigger_and_smaller_disks() {
     assert_eq!(a[512..], b[512..], "the boot gap (core.img)");
     assert!(a[512..].iter().any(|&x| x != 0), "the fixture has core.img");
 
+    // Deploying again (an interrupted deploy rerun) writes only what the
+    // grow changed: everything else is already in place.
+    let again = json(
+        ferry(&lib)
+            .args(["deploy", "web01", "--target"])
+            .arg(&target),
+    );
+    let p = &again["disks"][0]["partitions"][0];
+    let (written, seeded) = (
+        p["bytes_written"].as_u64().expect("written"),
+        p["bytes_seeded"].as_u64().expect("seeded"),
+    );
+    assert!(
+        seeded > 500 * MIB && written < seeded / 20,
+        "{written} written, {seeded} seeded"
+    );
+
     // Refusals: too small (with the shortfall), and in use.
     let tiny = work.path().join("tiny.img");
     ok(Command::new("truncate").args(["-s", "900M"]).arg(&tiny));
