@@ -320,27 +320,11 @@ fn two_disks_swap_places_and_bios_becomes_uefi() {
     for t in &targets {
         ok(Command::new("truncate").args(["-s", "1G"]).arg(t));
     }
-    let plan = json(
-        ferry(&lib)
-            .args([
-                "plan",
-                "pair",
-                "--map",
-                "0:1",
-                "--map",
-                "1:0",
-                "--firmware",
-                "uefi",
-            ])
-            .arg("--target")
-            .arg(&targets[0])
-            .arg("--target")
-            .arg(&targets[1]),
-    );
-    assert_eq!(plan["firmware"], "uefi", "{plan:#}");
-    ok(ferry(&lib)
-        .args([
-            "deploy",
+    // The same plan options for `plan` and `deploy`.
+    let planned = |cmd: &str| {
+        let mut c = ferry(&lib);
+        c.args([
+            cmd,
             "pair",
             "--map",
             "0:1",
@@ -352,7 +336,12 @@ fn two_disks_swap_places_and_bios_becomes_uefi() {
         .arg("--target")
         .arg(&targets[0])
         .arg("--target")
-        .arg(&targets[1]));
+        .arg(&targets[1]);
+        c
+    };
+    let plan = json(&mut planned("plan"));
+    assert_eq!(plan["firmware"], "uefi", "{plan:#}");
+    ok(&mut planned("deploy"));
     let labels = |t: &Path| -> Vec<String> {
         partitions(&survey(t))
             .iter()
