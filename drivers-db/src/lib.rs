@@ -27,4 +27,5 @@ pub mod modalias;
 
 pub use error::ModulesError;
 pub use fnmatch::Pattern;
+pub use matcher::{KernelModules, ModuleMatch};
 
