@@ -99,7 +99,10 @@ enum Token {
     /// `*`: any sequence (consecutive stars are folded into one).
     Star,
     /// `[...]`: one character in (or, when negated, not in) the set.
-    Class { negated: bool, items: Vec<ClassItem> },
+    Class {
+        negated: bool,
+        items: Vec<ClassItem>,
+    },
 }
 
 impl Token {
@@ -245,10 +248,7 @@ fn parse_bracket(chars: &[char], start: usize) -> Option<(Token, usize)> {
         }
         first = false;
         if c == '[' && chars.get(i + 1) == Some(&':') {
-            if let Some(len) = chars[i + 2..]
-                .windows(2)
-                .position(|w| w == [':', ']'])
-            {
+            if let Some(len) = chars[i + 2..].windows(2).position(|w| w == [':', ']']) {
                 let name: String = chars[i + 2..i + 2 + len].iter().collect();
                 items.push(match PosixClass::from_name(&name) {
                     Some(class) => ClassItem::Posix(class),
@@ -336,7 +336,7 @@ mod tests {
         assert!(fnmatch("[a-]", "-"));
         assert!(fnmatch("[-a]", "-"));
         assert!(fnmatch("[]-a]", "^"), "range from ] to a");
-                assert!(!fnmatch("[z-a]", "m"), "reversed range is empty");
+        assert!(!fnmatch("[z-a]", "m"), "reversed range is empty");
         assert!(fnmatch("[[:digit:]]x", "7x"));
         assert!(!fnmatch("[[:digit:]]x", "ax"));
         assert!(fnmatch("[[:xdigit:][:upper:]]", "Z"));
@@ -361,7 +361,10 @@ mod tests {
         assert!(!fnmatch("\\*", "a"));
         assert!(fnmatch("a\\?", "a?"));
         assert!(fnmatch("\\[a]", "[a]"));
-        assert!(!fnmatch("a\\", "a\\"), "a trailing lone backslash matches nothing");
+        assert!(
+            !fnmatch("a\\", "a\\"),
+            "a trailing lone backslash matches nothing"
+        );
         assert!(!fnmatch("a\\", "a"));
     }
 

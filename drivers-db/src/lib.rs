@@ -28,4 +28,3 @@ pub mod modalias;
 pub use error::ModulesError;
 pub use fnmatch::Pattern;
 pub use matcher::{KernelModules, ModuleMatch};
-

@@ -160,7 +160,8 @@ impl KernelModules {
 
     /// Whether `module` is compiled into the kernel.
     pub fn is_builtin(&self, module: &str) -> bool {
-        self.builtin.contains(&modalias::normalize_module_name(module))
+        self.builtin
+            .contains(&modalias::normalize_module_name(module))
     }
 
     /// The module file relative to the tree (e.g.
@@ -305,7 +306,10 @@ mod tests {
         let dir = tree();
         let km = KernelModules::load(dir.path()).expect("load fixture tree");
         let cases = [
-            ("pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00", "virtio_pci"),
+            (
+                "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00",
+                "virtio_pci",
+            ),
             ("virtio:d00000002v00001AF4", "virtio_blk"),
             ("acpi:QEMU0002:", "qemu_fw_cfg"),
             ("platform:gpio-exar", "gpio_exar"),
@@ -325,9 +329,21 @@ mod tests {
         let dir = tree();
         let km = KernelModules::load(dir.path()).expect("load fixture tree");
         let nvme = km.lookup("pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02");
-        assert_eq!(nvme, [ModuleMatch { name: "nvme".into(), builtin: true }]);
+        assert_eq!(
+            nvme,
+            [ModuleMatch {
+                name: "nvme".into(),
+                builtin: true
+            }]
+        );
         let rtc = km.lookup("platform:rtc_cmos");
-        assert_eq!(rtc, [ModuleMatch { name: "rtc_cmos".into(), builtin: true }]);
+        assert_eq!(
+            rtc,
+            [ModuleMatch {
+                name: "rtc_cmos".into(),
+                builtin: true
+            }]
+        );
         assert!(km.is_builtin("rtc-cmos"));
         assert_eq!(km.module_path("nvme"), None);
         assert!(km.closure(&names(&["nvme"])).is_empty());
@@ -351,15 +367,24 @@ mod tests {
     fn closure_follows_softdeps() {
         let dir = tree();
         let km = KernelModules::load(dir.path()).expect("load fixture tree");
-        assert_eq!(km.closure(&names(&["ext4"])), ["crc32c_generic", "jbd2", "ext4"]);
-        assert_eq!(km.closure(&names(&["sd_mod"])), ["scsi_mod", "sd_mod", "virtio"]);
+        assert_eq!(
+            km.closure(&names(&["ext4"])),
+            ["crc32c_generic", "jbd2", "ext4"]
+        );
+        assert_eq!(
+            km.closure(&names(&["sd_mod"])),
+            ["scsi_mod", "sd_mod", "virtio"]
+        );
     }
 
     #[test]
     fn closure_tolerates_cycles_and_unknowns() {
         let dir = tree();
         let km = KernelModules::load(dir.path()).expect("load fixture tree");
-        assert_eq!(km.closure(&names(&["ping", "no_such_module"])), ["pong", "ping"]);
+        assert_eq!(
+            km.closure(&names(&["ping", "no_such_module"])),
+            ["pong", "ping"]
+        );
     }
 
     #[test]

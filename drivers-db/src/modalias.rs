@@ -233,9 +233,8 @@ pub fn parse_builtin_modinfo(path: &Path, bytes: &[u8]) -> Result<Vec<BuiltinAli
             continue;
         }
         let number = index + 1;
-        let record = std::str::from_utf8(record).map_err(|_| {
-            parse_error(path, number, "record is not UTF-8".to_owned())
-        })?;
+        let record = std::str::from_utf8(record)
+            .map_err(|_| parse_error(path, number, "record is not UTF-8".to_owned()))?;
         let parsed = record
             .split_once('=')
             .and_then(|(key, value)| Some((key.split_once('.')?, value)));
@@ -304,16 +303,26 @@ mod tests {
     fn dep_errors() {
         let err = parse_dep(p("modules.dep"), "kernel/a.ko:\nkernel/b.ko kernel/c.ko\n")
             .expect_err("missing colon");
-        assert!(err.to_string().starts_with("modules.dep:2: expected"), "{err}");
+        assert!(
+            err.to_string().starts_with("modules.dep:2: expected"),
+            "{err}"
+        );
         let err = parse_dep(p("modules.dep"), "kernel/a.ko: kernel/readme.txt\n")
             .expect_err("not a module");
-        assert!(err.to_string().contains("`kernel/readme.txt` is not a module file"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`kernel/readme.txt` is not a module file"),
+            "{err}"
+        );
     }
 
     #[test]
     fn builtin_lines() {
-        let names = parse_builtin(p("modules.builtin"), "kernel/drivers/nvmem/nvmem_core.ko\nkernel/fs/ext4/ext4.ko\n")
-            .expect("valid builtin file");
+        let names = parse_builtin(
+            p("modules.builtin"),
+            "kernel/drivers/nvmem/nvmem_core.ko\nkernel/fs/ext4/ext4.ko\n",
+        )
+        .expect("valid builtin file");
         assert_eq!(names, ["nvmem_core", "ext4"]);
         let err = parse_builtin(p("modules.builtin"), "kernel/fs/ext4/\n").expect_err("no suffix");
         assert!(err.to_string().starts_with("modules.builtin:1:"), "{err}");
@@ -328,7 +337,13 @@ mod tests {
         let deps = parse_softdep(p("modules.softdep"), text).expect("valid softdep file");
         assert_eq!(deps[0].module, "ext4");
         assert_eq!(deps[0].pre, ["crypto-crc32c"]);
-        assert_eq!(deps[1], SoftDep { module: "cifs".into(), ..SoftDep::default() });
+        assert_eq!(
+            deps[1],
+            SoftDep {
+                module: "cifs".into(),
+                ..SoftDep::default()
+            }
+        );
         assert_eq!(deps[2].module, "nf_tables");
         assert_eq!(deps[2].pre, ["a", "b"]);
         assert_eq!(deps[2].post, ["c-d"]);
@@ -344,14 +359,23 @@ mod tests {
         assert_eq!(aliases[1].module, "xen_kbdfront");
         assert_eq!(aliases[1].pattern, "xen:vkbd");
         let err = parse_builtin_modinfo(p("m"), b"a.b=c\0junk\0").expect_err("no key");
-        assert_eq!(err.to_string(), "m:2: expected `<module>.<key>=<value>`, found `junk`");
+        assert_eq!(
+            err.to_string(),
+            "m:2: expected `<module>.<key>=<value>`, found `junk`"
+        );
     }
 
     #[test]
     fn normalisation() {
-        assert_eq!(normalize_alias("platform:dw-apb-uart"), "platform:dw_apb_uart");
+        assert_eq!(
+            normalize_alias("platform:dw-apb-uart"),
+            "platform:dw_apb_uart"
+        );
         assert_eq!(normalize_alias("d0[0-2]-x"), "d0[0-2]_x");
-        assert_eq!(module_name_from_path("kernel/lib/crc64-rocksoft.ko"), Some("crc64_rocksoft".into()));
+        assert_eq!(
+            module_name_from_path("kernel/lib/crc64-rocksoft.ko"),
+            Some("crc64_rocksoft".into())
+        );
         assert_eq!(module_name_from_path("x.ko.zst"), Some("x".into()));
         assert_eq!(module_name_from_path(".ko"), None);
     }

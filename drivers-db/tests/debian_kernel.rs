@@ -41,7 +41,11 @@ fn kernel() -> Option<&'static KernelModules> {
             .args(["--wildcards", "*/modules/*/modules.*"])
             .status()
             .expect("run tar");
-        assert!(status.success(), "extracting {} failed: {status}", tarball.display());
+        assert!(
+            status.success(),
+            "extracting {} failed: {status}",
+            tarball.display()
+        );
         let root = find_tree(dir.path()).expect("the fixture holds a modules.alias");
         let modules = KernelModules::load(&root).expect("load the fixture's module tree");
         Some(Extracted { _dir: dir, modules })
@@ -78,11 +82,29 @@ fn virtio_devices() {
         km.match_modalias("pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"),
         ["virtio_pci"]
     );
-    assert_eq!(km.match_modalias("virtio:d00000002v00001AF4"), ["virtio_blk"]);
-    assert_eq!(km.match_modalias("virtio:d00000001v00001AF4"), ["virtio_net"]);
-    assert_eq!(km.match_modalias("virtio:d00000008v00001AF4"), ["virtio_scsi"]);
-    for module in ["virtio_pci", "virtio_blk", "virtio_net", "virtio", "virtio_ring"] {
-        assert!(!km.is_builtin(module), "{module} is a loadable module in Debian 6.1");
+    assert_eq!(
+        km.match_modalias("virtio:d00000002v00001AF4"),
+        ["virtio_blk"]
+    );
+    assert_eq!(
+        km.match_modalias("virtio:d00000001v00001AF4"),
+        ["virtio_net"]
+    );
+    assert_eq!(
+        km.match_modalias("virtio:d00000008v00001AF4"),
+        ["virtio_scsi"]
+    );
+    for module in [
+        "virtio_pci",
+        "virtio_blk",
+        "virtio_net",
+        "virtio",
+        "virtio_ring",
+    ] {
+        assert!(
+            !km.is_builtin(module),
+            "{module} is a loadable module in Debian 6.1"
+        );
     }
 }
 
@@ -108,12 +130,17 @@ fn pci_storage_and_network() {
         ["ahci"]
     );
     for module in ["e1000", "nvme", "ahci"] {
-        assert!(!km.is_builtin(module), "{module} is a loadable module in Debian 6.1");
+        assert!(
+            !km.is_builtin(module),
+            "{module} is a loadable module in Debian 6.1"
+        );
         assert!(km.module_path(module).is_some(), "{module} has a path");
     }
     assert_eq!(
         km.module_path("e1000"),
-        Some(Path::new("kernel/drivers/net/ethernet/intel/e1000/e1000.ko"))
+        Some(Path::new(
+            "kernel/drivers/net/ethernet/intel/e1000/e1000.ko"
+        ))
     );
 }
 
@@ -131,7 +158,10 @@ fn other_buses() {
     // Built in to Debian's kernel: found through modules.builtin.modinfo.
     assert_eq!(
         km.lookup("platform:rtc_cmos"),
-        [ModuleMatch { name: "rtc_cmos".into(), builtin: true }]
+        [ModuleMatch {
+            name: "rtc_cmos".into(),
+            builtin: true
+        }]
     );
     assert!(km.is_builtin("rtc-cmos"));
     assert!(km.closure(&names(&["rtc_cmos"])).is_empty());
