@@ -297,14 +297,20 @@ mod tests {
         dir
     }
 
+    /// Loads the fixture tree; the directory must outlive the tests' use.
+    fn loaded() -> (tempfile::TempDir, KernelModules) {
+        let dir = tree();
+        let km = KernelModules::load(dir.path()).expect("load fixture tree");
+        (dir, km)
+    }
+
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
     }
 
     #[test]
     fn buses_match() {
-        let dir = tree();
-        let km = KernelModules::load(dir.path()).expect("load fixture tree");
+        let (_dir, km) = loaded();
         let cases = [
             (
                 "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00",
@@ -326,8 +332,7 @@ mod tests {
 
     #[test]
     fn builtins_are_reported_as_such() {
-        let dir = tree();
-        let km = KernelModules::load(dir.path()).expect("load fixture tree");
+        let (_dir, km) = loaded();
         let nvme = km.lookup("pci:v0000144Dd0000A808sv0000144Dsd0000A801bc01sc08i02");
         assert_eq!(
             nvme,
@@ -351,8 +356,7 @@ mod tests {
 
     #[test]
     fn closure_orders_dependencies_first() {
-        let dir = tree();
-        let km = KernelModules::load(dir.path()).expect("load fixture tree");
+        let (_dir, km) = loaded();
         assert_eq!(
             km.closure(&names(&["virtio_blk", "virtio_pci"])),
             ["virtio", "virtio_ring", "virtio_blk", "virtio_pci"]
@@ -365,8 +369,7 @@ mod tests {
 
     #[test]
     fn closure_follows_softdeps() {
-        let dir = tree();
-        let km = KernelModules::load(dir.path()).expect("load fixture tree");
+        let (_dir, km) = loaded();
         assert_eq!(
             km.closure(&names(&["ext4"])),
             ["crc32c_generic", "jbd2", "ext4"]
@@ -379,8 +382,7 @@ mod tests {
 
     #[test]
     fn closure_tolerates_cycles_and_unknowns() {
-        let dir = tree();
-        let km = KernelModules::load(dir.path()).expect("load fixture tree");
+        let (_dir, km) = loaded();
         assert_eq!(
             km.closure(&names(&["ping", "no_such_module"])),
             ["pong", "ping"]
