@@ -1,17 +1,16 @@
 //! Matching against the real Debian kernel tree of ferry's rootfs fixture.
 //!
-//! The fixture tarball (`FERRY_ROOTFS_TARBALL`, by default
-//! `/var/cache/ferry/fixtures/d31ab4ba148bdc99/rootfs.tar.zst`) is built by
-//! CI; its `modules.*` indexes are extracted into a temporary directory with
-//! `tar -I zstd`. Without the tarball every test prints `SKIPPED` and returns.
+//! The fixture's rootfs tarball (`FERRY_ROOTFS_TARBALL`, else the one
+//! `tests/fixtures/debian-disk.sh` builds or finds in its cache) holds the
+//! kernel's `modules.*` indexes, extracted into a temporary directory with
+//! `tar -I zstd`. Where the fixture cannot be built every test prints
+//! `SKIPPED` and returns.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use drivers_db::{KernelModules, ModuleMatch};
-
-const DEFAULT_TARBALL: &str = "/var/cache/ferry/fixtures/d31ab4ba148bdc99/rootfs.tar.zst";
 
 /// The extracted tree: kept alive for the whole test binary.
 struct Extracted {
@@ -26,10 +25,7 @@ fn kernel() -> Option<&'static KernelModules> {
     let tree = TREE.get_or_init(|| {
         let tarball = std::env::var_os("FERRY_ROOTFS_TARBALL")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_TARBALL));
-        if !tarball.exists() {
-            return None;
-        }
+            .or_else(fixture_tarball)?;
         let dir = tempfile::tempdir().expect("temp dir");
         // `*` crosses `/` in tar's wildcards, so this finds both
         // ./lib/modules and the merged-/usr ./usr/lib/modules.
@@ -53,10 +49,31 @@ fn kernel() -> Option<&'static KernelModules> {
     match tree {
         Some(tree) => Some(&tree.modules),
         None => {
-            eprintln!("SKIPPED: rootfs fixture tarball not found (set FERRY_ROOTFS_TARBALL)");
+            eprintln!(
+                "SKIPPED: the Debian fixture could not be built here (needs root and the \
+                 mirror; or set FERRY_ROOTFS_TARBALL)"
+            );
             None
         }
     }
+}
+
+/// The rootfs tarball of the Debian fixture, built (or reused from its
+/// cache) by `tests/fixtures/debian-disk.sh`, which needs root and the
+/// Debian mirror; `None` when the script cannot run here.
+fn fixture_tarball() -> Option<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/debian-disk.sh");
+    let out = Command::new(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let dir = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(|l| PathBuf::from(l.trim()))?;
+    let tarball = dir.join("rootfs.tar.zst");
+    tarball.exists().then_some(tarball)
 }
 
 /// The directory under `dir` that contains `modules.alias`.
