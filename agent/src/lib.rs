@@ -14,5 +14,6 @@ pub mod blockdev;
 pub mod deploy;
 pub mod mkfs;
 pub mod plan;
+pub mod survey;
 pub mod table;
 pub mod tool;
