@@ -204,9 +204,7 @@ mod tests {
         let map = testmap::sample();
         let got = rewrite_args("root=/dev/sdq1 resume=UUID=0000 quiet", &map);
         assert_eq!(got.text, "root=/dev/sdq1 resume=UUID=0000 quiet");
-        assert_eq!(got.warnings.len(), 2, "{:?}", got.warnings);
-        assert!(got.warnings[0].contains("root=/dev/sdq1"));
-        assert!(got.warnings[1].contains("resume=UUID=0000"));
+        assert_warnings(&got.warnings, &["root=/dev/sdq1", "resume=UUID=0000"]);
     }
 
     #[test]

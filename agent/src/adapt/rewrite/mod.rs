@@ -32,6 +32,8 @@ pub mod crypttab;
 pub mod devmap;
 pub mod fstab;
 pub mod grub;
+pub mod hosts;
+pub mod network;
 pub mod resume;
 
 pub use devmap::{DeviceMap, FsIdentity};

@@ -69,7 +69,6 @@ mod tests {
     #[test]
     fn an_unknown_resume_device_is_a_warning() {
         let warnings = unchanged_sample(rewrite_initramfs_resume, "RESUME=/dev/sdq2\n");
-        assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("/dev/sdq2"));
+        assert_warnings(&warnings, &["/dev/sdq2"]);
     }
 }

@@ -68,11 +68,23 @@ pub(crate) fn u(uuid: &str) -> String {
     format!("UUID={uuid}")
 }
 
+/// [`check_warned`] for a rewrite that must not warn.
+pub(crate) fn check(
+    rewrite: impl Fn(&str) -> Rewritten,
+    text: &str,
+    replacements: &[(&str, &str)],
+    lines: &[usize],
+) -> Rewritten {
+    let out = check_warned(rewrite, text, replacements, lines);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    out
+}
+
 /// Runs `rewrite` on `text` and checks that the result is `text` with
 /// every `(from, to)` replaced (each `from` must occur), that the edits
-/// are on `lines` (1-based), that there are no warnings and that a second
-/// run changes nothing. Returns the result for further checks.
-pub(crate) fn check(
+/// are on `lines` (1-based) and that a second run changes nothing.
+/// Returns the result, whose warnings the caller checks.
+pub(crate) fn check_warned(
     rewrite: impl Fn(&str) -> Rewritten,
     text: &str,
     replacements: &[(&str, &str)],
@@ -87,7 +99,6 @@ pub(crate) fn check(
     assert_eq!(out.text, want);
     let got: Vec<usize> = out.edits.iter().map(|e| e.line).collect();
     assert_eq!(got, lines, "edited lines");
-    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     let again = rewrite(&out.text);
     assert!(again.edits.is_empty(), "not idempotent: {:?}", again.edits);
     assert_eq!(again.text, out.text);
@@ -105,19 +116,34 @@ pub(crate) fn check_sample(
     check(|t| rewrite(t, &map), text, replacements, lines)
 }
 
-/// Runs `rewrite` against [`sample`] on a text it must leave unchanged
-/// and returns the warnings.
+/// [`unchanged`] for a rewrite that resolves against [`sample`].
 pub(crate) fn unchanged_sample(
     rewrite: fn(&str, &DeviceMap) -> Rewritten,
     text: &str,
 ) -> Vec<String> {
-    let out = rewrite(text, &sample());
-    assert_eq!(out.text, text);
-    assert!(out.edits.is_empty(), "{:?}", out.edits);
-    out.warnings
+    let map = sample();
+    unchanged(|t| rewrite(t, &map), text)
 }
 
 /// A kernel argument naming a file system by UUID: `root=UUID=<uuid>`.
 pub(crate) fn arg(param: &str, uuid: &str) -> String {
     format!("{param}=UUID={uuid}")
+}
+
+/// Checks that there is one warning per entry of `want`, in order, each
+/// containing its entry.
+pub(crate) fn assert_warnings(warnings: &[String], want: &[&str]) {
+    assert_eq!(warnings.len(), want.len(), "{warnings:?}");
+    for (warning, part) in warnings.iter().zip(want) {
+        assert!(warning.contains(part), "{warning:?} lacks {part:?}");
+    }
+}
+
+/// Runs `rewrite` on a text it must leave unchanged and returns the
+/// warnings.
+pub(crate) fn unchanged(rewrite: impl Fn(&str) -> Rewritten, text: &str) -> Vec<String> {
+    let out = rewrite(text);
+    assert_eq!(out.text, text);
+    assert!(out.edits.is_empty(), "{:?}", out.edits);
+    out.warnings
 }
