@@ -13,7 +13,8 @@
 //!   included; a line left without names is commented out. Other names and
 //!   lines (`localhost`, `ip6-*`, unrelated hosts) stay as they are.
 //! - An entry without addresses only takes its names off the file (the
-//!   host is then resolved by DNS).
+//!   host is then resolved by DNS), except the machine's own names.
+//!   Entries of one name merge; repeated addresses count once.
 //! - The machine's own `hostname` stays resolvable: unless it is a moved
 //!   host with an address, Debian's `127.0.1.1 <fqdn> <short>` line is
 //!   kept, set to the hostname when it names another, or added after the
@@ -83,19 +84,42 @@ struct Wanted {
 pub fn rewrite_hosts(text: &str, hosts: &[HostEntry], hostname: Option<&str>) -> Rewritten {
     let mut doc = Document::new("/etc/hosts", text);
     let mut wanted = wanted(hosts, &mut doc);
+    let lower = |names: &[String]| {
+        names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    let addressed: Vec<String> = wanted
+        .iter()
+        .filter(|w| !w.addresses.is_empty())
+        .flat_map(|w| lower(&w.names))
+        .collect();
+    // The machine's own names, but for those a moved host with an address
+    // takes.
+    let own: Vec<String> = hostname
+        .map(|h| {
+            let short = h.split('.').next().unwrap_or(h);
+            let variants = if short == h { vec![h] } else { vec![h, short] };
+            variants.into_iter().map(str::to_string).collect()
+        })
+        .unwrap_or_default();
+    let own: Vec<String> = own
+        .into_iter()
+        .filter(|o| !addressed.contains(&o.to_ascii_lowercase()))
+        .collect();
+    // What moved hosts without addresses give up stays with the machine.
     let moved: Vec<String> = wanted
         .iter()
-        .flat_map(|w| w.names.iter().map(|n| n.to_ascii_lowercase()))
+        .flat_map(|w| lower(&w.names))
+        .filter(|n| addressed.contains(n) || !own.iter().any(|o| o.eq_ignore_ascii_case(n)))
         .collect();
     for i in 0..doc.len() {
         take_moved_names(&mut doc, i, &mut wanted, &moved);
     }
     if let Some(hostname) = hostname {
-        let addressed = wanted.iter().any(|w| {
-            !w.addresses.is_empty() && w.names.iter().any(|n| n.eq_ignore_ascii_case(hostname))
-        });
-        if !addressed {
-            keep_hostname(&mut doc, hostname);
+        if !addressed.contains(&hostname.to_ascii_lowercase()) {
+            keep_hostname(&mut doc, hostname, &own.join(" "));
         }
     }
     let mut header = false;
@@ -120,23 +144,39 @@ pub fn rewrite_hosts(text: &str, hosts: &[HostEntry], hostname: Option<&str>) ->
     doc.finish()
 }
 
-/// The wanted lines, with the shared short names settled.
+/// The wanted lines: entries of one name merged, addresses parsed and
+/// deduplicated, the shared short names settled.
 fn wanted(hosts: &[HostEntry], doc: &mut Document) -> Vec<Wanted> {
-    let mut out: Vec<Wanted> = Vec::new();
-    let full: Vec<String> = hosts
-        .iter()
-        .map(|h| h.name.trim().trim_end_matches('.').to_ascii_lowercase())
-        .collect();
+    let mut merged: Vec<(&str, Vec<IpAddr>)> = Vec::new();
+    for host in hosts {
+        let name = host.name.trim().trim_end_matches('.');
+        let at = match merged
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(at) => at,
+            None => {
+                merged.push((name, Vec::new()));
+                merged.len() - 1
+            }
+        };
+        for a in &host.addresses {
+            match a.trim().parse::<IpAddr>() {
+                Ok(ip) if !merged[at].1.contains(&ip) => merged[at].1.push(ip),
+                Ok(_) => {}
+                Err(_) => doc.warn(format!("hosts: {a} (for {name}) is no IP address")),
+            }
+        }
+    }
+    let full: Vec<String> = merged.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
     let mut taken: Vec<String> = Vec::new();
-    for (n, host) in hosts.iter().enumerate() {
+    let mut out = Vec::new();
+    for (n, (name, addresses)) in merged.into_iter().enumerate() {
         let mut names = Vec::new();
-        for variant in name_variants(&host.name) {
+        for variant in name_variants(name) {
             let lower = variant.to_ascii_lowercase();
             if lower == "localhost" || lower.starts_with("localhost.") {
-                doc.warn(format!(
-                    "hosts: {} is not moved: it is localhost",
-                    host.name
-                ));
+                doc.warn(format!("hosts: {name} is not moved: it is localhost"));
                 continue;
             }
             // The entry whose full name this is owns it, else the first.
@@ -153,18 +193,10 @@ fn wanted(hosts: &[HostEntry], doc: &mut Document) -> Vec<Wanted> {
             taken.push(lower);
             names.push(variant);
         }
-        let mut addresses = Vec::new();
-        for a in &host.addresses {
-            match a.trim().parse::<IpAddr>() {
-                Ok(ip) => addresses.push(ip),
-                Err(_) => doc.warn(format!("hosts: {a} (for {}) is no IP address", host.name)),
-            }
-        }
-        let satisfied = vec![false; addresses.len()];
         out.push(Wanted {
+            satisfied: vec![false; addresses.len()],
             addresses,
             names,
-            satisfied,
             anchor: None,
         });
     }
@@ -233,8 +265,9 @@ fn take_moved_names(doc: &mut Document, i: usize, wanted: &mut [Wanted], moved: 
     doc.replace(i, new, STALE);
 }
 
-/// Keeps `hostname` resolvable through the `127.0.1.1` line.
-fn keep_hostname(doc: &mut Document, hostname: &str) {
+/// Keeps `hostname` resolvable through the `127.0.1.1` line, which gets
+/// `names` when it needs them.
+fn keep_hostname(doc: &mut Document, hostname: &str, names: &str) {
     let mut own = None;
     let mut last_loopback = None;
     for i in 0..doc.len() {
@@ -255,12 +288,6 @@ fn keep_hostname(doc: &mut Document, hostname: &str) {
             last_loopback = Some(i);
         }
     }
-    let short = hostname.split('.').next().unwrap_or(hostname);
-    let names = if short == hostname {
-        hostname.to_string()
-    } else {
-        format!("{hostname} {short}")
-    };
     let reason = "the machine's own name stays resolvable";
     match own {
         Some((i, address, old)) => {
@@ -401,7 +428,7 @@ ff02::2 ip6-allrouters
             out.text,
             "# ferry: moved hosts\n10.1.0.5\tweb1.prod.corp web1.prod web1\n10.2.0.5\tweb1.test.corp web1.test\n"
         );
-        assert_warnings(&out.warnings, &["web1 is shared", "not-an-ip", "localhost"]);
+        assert_warnings(&out.warnings, &["not-an-ip", "web1 is shared", "localhost"]);
     }
 
     #[test]

@@ -22,6 +22,8 @@
 mod document;
 mod edit;
 mod fields;
+#[cfg(test)]
+mod proptests;
 mod shell;
 #[cfg(test)]
 mod testmap;
