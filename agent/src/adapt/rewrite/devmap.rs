@@ -269,9 +269,9 @@ impl DeviceMap {
         if kernel_names.peek().is_none() {
             return name.ordinal;
         }
-        let mut hits = kernel_names.filter(|(_, n)| *n == name.disk);
-        let (index, _) = hits.next()?;
-        Some(*index)
+        kernel_names
+            .find(|(_, n)| *n == name.disk)
+            .map(|(index, _)| *index)
     }
 
     fn link_disk(&self, kind: SpecKind, link: &str) -> Option<usize> {

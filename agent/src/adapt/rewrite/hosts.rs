@@ -431,6 +431,25 @@ ff02::2 ip6-allrouters
         assert_warnings(&out.warnings, &["not-an-ip", "web1 is shared", "localhost"]);
     }
 
+    /// Two cycles the property tests found.
+    #[test]
+    fn repeated_entries_and_the_own_short_name_settle_in_one_run() {
+        let hosts = [
+            entry("web1.test.corp", &[]),
+            entry("db1.corp", &["fd00::5", "fd00::5"]),
+            entry("DB1.corp.", &["fd00::5"]),
+        ];
+        check(
+            |t| rewrite_hosts(t, &hosts, Some("web1.prod.corp")),
+            "127.0.0.1 localhost\n",
+            &[(
+                "localhost\n",
+                "localhost\n127.0.1.1\tweb1.prod.corp web1\n# ferry: moved hosts\nfd00::5\tdb1.corp db1\n",
+            )],
+            &[2, 3, 4],
+        );
+    }
+
     #[test]
     fn variants_run_from_the_full_name_to_the_first_label() {
         assert_eq!(name_variants("a.b.corp"), ["a.b.corp", "a.b", "a"]);

@@ -2,8 +2,8 @@
 //! *.nmconnection`, RHEL 9, Fedora, recent Ubuntu desktops).
 //!
 //! [`to_dhcp`] sets `method=auto` in `[ipv4]` and `[ipv6]` sections whose
-//! method is `manual` and comments out their addresses, gateway, DNS and
-//! routes. A profile bound to a MAC address (`mac-address=` in
+//! method is `manual` and comments out their addresses, gateway, DNS,
+//! routes and `ignore-auto-dns`/`ignore-auto-routes`. A profile bound to a MAC address (`mac-address=` in
 //! `[ethernet]`) gets a warning: NetworkManager will not activate it on a
 //! NIC with another MAC (see [`replace_mac`](super::identity::replace_mac)).
 //! The caller keeps the file mode 0600, which NetworkManager requires.
@@ -25,7 +25,15 @@ fn is_static_key(key: &str) -> bool {
         || key
             .strip_prefix("route")
             .is_some_and(|r| r.ends_with("_options"))
-        || ["gateway", "dns", "dns-search"].contains(&key)
+        || [
+            "gateway",
+            "dns",
+            "dns-search",
+            // These would make DHCP's name servers and routes unused.
+            "ignore-auto-dns",
+            "ignore-auto-routes",
+        ]
+        .contains(&key)
 }
 
 /// Converts manual IPv4 and IPv6 methods to `auto` (DHCP, SLAAC).
@@ -128,12 +136,16 @@ method=auto
 
     #[test]
     fn manual_ipv6_becomes_auto_too() {
-        let text = "[ipv6]\nmethod=manual\naddress1=2001:db8::15/64\ngateway=2001:db8::1\n";
+        let text = "[ipv6]\nmethod=manual\naddress1=2001:db8::15/64\ngateway=2001:db8::1\nignore-auto-dns=true\nip6-privacy=0\n";
         let out = to_dhcp(text);
-        assert_eq!(
-            out.text,
-            format!("[ipv6]\nmethod=auto\n# ferry: {DHCP_NOTE}: address1=2001:db8::15/64\n# ferry: {DHCP_NOTE}: gateway=2001:db8::1\n")
+        let c = |l: &str| format!("# ferry: {DHCP_NOTE}: {l}\n");
+        let want = format!(
+            "[ipv6]\nmethod=auto\n{}{}{}ip6-privacy=0\n",
+            c("address1=2001:db8::15/64"),
+            c("gateway=2001:db8::1"),
+            c("ignore-auto-dns=true")
         );
+        assert_eq!(out.text, want);
     }
 
     #[test]
