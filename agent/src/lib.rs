@@ -10,6 +10,7 @@
 // SAFETY note.
 #![deny(unsafe_code)]
 
+pub mod adapt;
 pub mod blockdev;
 pub mod deploy;
 pub mod mkfs;

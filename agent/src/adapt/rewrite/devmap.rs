@@ -1,0 +1,663 @@
+//! How the migrated system's file systems are named, and which of those
+//! names survive a move to other hardware.
+//!
+//! The caller builds a [`DeviceMap`] from the source image's disk survey:
+//! one [`FsIdentity`] per file system (or swap, LUKS container, raw
+//! partition), with the position of its disk among the source disks.
+//! [`DeviceMap::resolve`] finds the file system a device reference in a
+//! configuration file means; [`DeviceMap::stabilize`] says what the
+//! reference should become.
+//!
+//! # What is stable
+//!
+//! `UUID=`, `PARTUUID=`, `/dev/disk/by-uuid/…` and `/dev/disk/by-partuuid/…`
+//! survive the move (ferry keeps file system UUIDs and partition GUIDs) and
+//! are left as they are. Kernel names (`/dev/sda1`, `/dev/nvme0n1p2`, …),
+//! `/dev/disk/by-id/…` and `/dev/disk/by-path/…` name hardware that
+//! changes; they become `UUID=` (or `PARTUUID=` where there is no UUID,
+//! e.g. a raw partition for plain dm-crypt swap).
+//!
+//! **Labels.** `LABEL=` and `/dev/disk/by-label/…` survive the move too,
+//! but are rewritten to `UUID=` whenever the label resolves: a label is only
+//! unique by convention, and the target may hold another disk with the same
+//! one (a cloud image's `cloudimg-rootfs`, a rescue disk's, a second copy
+//! of the server), after which the wrong file system is mounted. A label
+//! that several surveyed file systems carry resolves to nothing and is
+//! left, with a warning.
+//!
+//! # Finding the disk
+//!
+//! - Kernel names: when the caller registered the source disks' names
+//!   ([`DeviceMap::with_disk_name`], from the survey's device paths), only
+//!   those count. Otherwise the letter or number is the position among the
+//!   source disks (`sdc` and `vdc` → disk 2, `nvme1n1` and `mmcblk1` →
+//!   disk 1; other NVMe namespaces than 1 resolve to nothing).
+//! - `by-id`: a registered name, else the disk whose serial or WWN the id
+//!   contains, else the only disk when there is one and its serial and WWN
+//!   are unknown (a recorded serial that the id lacks means another disk).
+//!   `dm-*`, `md-*` and `lvm-pv-uuid-*` ids name no partition and are left.
+//! - `by-path`: a registered name, else the only disk. Bus positions are
+//!   not guessed from: they change with the hardware, and a wrong guess
+//!   mounts the wrong file system, which is worse than a warning.
+//!
+//! A partition suffix (`1`, `p1`, `-part1`) picks the file system on that
+//! partition; no suffix picks a file system on the whole disk (a
+//! partitioned disk's `/dev/sda` resolves to nothing). A reference that
+//! matches several file systems (cloned UUIDs) resolves to nothing.
+
+use serde::{Deserialize, Serialize};
+
+/// One file system (or swap, LUKS container, raw partition) of the
+/// migrated system, as the disk survey of the source image found it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsIdentity {
+    /// Position of its disk among the source disks (0 = first).
+    pub disk_index: usize,
+    /// Partition number, `None` for a file system on the whole disk.
+    pub partition: Option<u32>,
+    /// File system UUID as blkid prints it.
+    pub uuid: Option<String>,
+    /// File system label.
+    pub label: Option<String>,
+    /// Partition GUID (GPT) or `<signature>-<nn>` (MBR).
+    pub partuuid: Option<String>,
+    /// blkid's type (`ext4`, `swap`, `crypto_LUKS`, …).
+    pub fs_type: String,
+    /// Serial number of the source disk.
+    pub source_serial: Option<String>,
+    /// WWN of the source disk (`0x5000c500a1b2c3d4`).
+    pub source_wwn: Option<String>,
+}
+
+/// How a device reference is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecKind {
+    /// `/dev/sda1`, `/dev/nvme0n1p2`, `/dev/mmcblk0p1`, …
+    KernelName,
+    /// `/dev/disk/by-id/…`
+    ById,
+    /// `/dev/disk/by-path/…`
+    ByPath,
+    /// `LABEL=…`
+    Label,
+    /// `/dev/disk/by-label/…`
+    ByLabel,
+    /// `UUID=…`
+    Uuid,
+    /// `/dev/disk/by-uuid/…`
+    ByUuid,
+    /// `PARTUUID=…`
+    PartUuid,
+    /// `/dev/disk/by-partuuid/…`
+    ByPartUuid,
+}
+
+impl SpecKind {
+    /// Whether references of this kind survive the move unchanged.
+    pub fn is_stable(self) -> bool {
+        matches!(
+            self,
+            Self::Uuid | Self::ByUuid | Self::PartUuid | Self::ByPartUuid
+        )
+    }
+}
+
+/// What a device reference should become.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stabilized {
+    /// Not a reference [`DeviceMap`] understands (`/dev/mapper/…`, an LVM
+    /// or MD name, `tmpfs`, `server:/export`): left alone, no warning.
+    NotADevice,
+    /// A stable reference to a surveyed file system.
+    Stable,
+    /// A stable form naming no surveyed file system (left as is; worth a
+    /// warning where a missing device blocks the boot).
+    StableUnknown,
+    /// The stable reference to write instead.
+    Rewritten(String),
+    /// A hardware-bound reference that names no surveyed file system, or
+    /// several (left as is, with a warning).
+    Unresolved,
+}
+
+/// The migrated system's file systems, for resolving device references.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceMap {
+    filesystems: Vec<FsIdentity>,
+    /// Names of source disks, without `/dev/`: `sda`, `nvme0n1`,
+    /// `disk/by-id/ata-…`, `disk/by-path/pci-…`.
+    disk_names: Vec<(usize, String)>,
+}
+
+/// `UUID=<uuid>`, or `PARTUUID=<partuuid>` for what has no UUID; `None`
+/// when it has neither.
+pub fn stable_spec(fs: &FsIdentity) -> Option<String> {
+    match (&fs.uuid, &fs.partuuid) {
+        (Some(uuid), _) => Some(format!("UUID={uuid}")),
+        (None, Some(partuuid)) => Some(format!("PARTUUID={partuuid}")),
+        (None, None) => None,
+    }
+}
+
+/// Which kind of device reference `spec` is (quotes around the value are
+/// allowed); `None` when it is none that [`DeviceMap`] understands.
+pub fn classify(spec: &str) -> Option<SpecKind> {
+    let spec = unquote(spec);
+    let spec = spec.as_str();
+    let tags = [
+        ("UUID=", SpecKind::Uuid),
+        ("PARTUUID=", SpecKind::PartUuid),
+        ("LABEL=", SpecKind::Label),
+    ];
+    let kind = if let Some((_, kind)) = tags.iter().find(|(t, _)| spec.starts_with(t)) {
+        *kind
+    } else if let Some(link) = spec.strip_prefix("/dev/disk/") {
+        let (dir, name) = link.split_once('/')?;
+        match dir {
+            "by-uuid" => SpecKind::ByUuid,
+            "by-partuuid" => SpecKind::ByPartUuid,
+            "by-label" => SpecKind::ByLabel,
+            "by-path" => SpecKind::ByPath,
+            "by-id" if !is_virtual_id(name) => SpecKind::ById,
+            _ => return None,
+        }
+    } else {
+        kernel_name(spec)?;
+        SpecKind::KernelName
+    };
+    Some(kind)
+}
+
+impl DeviceMap {
+    /// A map of the given file systems.
+    pub fn new(filesystems: Vec<FsIdentity>) -> Self {
+        Self {
+            filesystems,
+            disk_names: Vec::new(),
+        }
+    }
+
+    /// Registers a name the source system used for disk `disk_index`: its
+    /// kernel name or device path (`sda`, `/dev/nvme0n1`) or a link under
+    /// `/dev/disk/by-id` or `/dev/disk/by-path` (without `-partN`).
+    pub fn with_disk_name(mut self, disk_index: usize, name: &str) -> Self {
+        let name = name.strip_prefix("/dev/").unwrap_or(name);
+        self.disk_names.push((disk_index, name.to_string()));
+        self
+    }
+
+    /// The surveyed file systems.
+    pub fn filesystems(&self) -> &[FsIdentity] {
+        &self.filesystems
+    }
+
+    /// The file system a device reference means (see the module
+    /// documentation for the forms understood); `None` when it names none
+    /// or several.
+    pub fn resolve(&self, spec: &str) -> Option<&FsIdentity> {
+        let kind = classify(spec)?;
+        let spec = unquote(spec);
+        let spec = spec.as_str();
+        let value = match spec.strip_prefix('/') {
+            Some(path) => path.rsplit('/').next().unwrap_or(path),
+            None => spec.split_once('=').map_or(spec, |(_, v)| v),
+        };
+        match kind {
+            SpecKind::Uuid | SpecKind::ByUuid => {
+                self.unique(|fs| eq_ignore_case(fs.uuid.as_deref(), &unescape(value)))
+            }
+            SpecKind::PartUuid | SpecKind::ByPartUuid => {
+                self.unique(|fs| eq_ignore_case(fs.partuuid.as_deref(), &unescape(value)))
+            }
+            SpecKind::Label | SpecKind::ByLabel => {
+                let label = unescape(value);
+                self.unique(|fs| fs.label.as_deref() == Some(label.as_str()))
+            }
+            SpecKind::KernelName => {
+                let name = kernel_name(spec)?;
+                self.on_disk(self.kernel_disk(&name)?, name.partition)
+            }
+            SpecKind::ById | SpecKind::ByPath => {
+                let link = spec.strip_prefix("/dev/")?;
+                let (link, partition) = split_part_suffix(link);
+                self.on_disk(self.link_disk(kind, link)?, partition)
+            }
+        }
+    }
+
+    /// What `spec` should become: see [`Stabilized`].
+    pub fn stabilize(&self, spec: &str) -> Stabilized {
+        let Some(kind) = classify(spec) else {
+            return Stabilized::NotADevice;
+        };
+        match (kind.is_stable(), self.resolve(spec)) {
+            (true, Some(_)) => Stabilized::Stable,
+            (true, None) => Stabilized::StableUnknown,
+            (false, Some(fs)) => {
+                stable_spec(fs).map_or(Stabilized::Unresolved, Stabilized::Rewritten)
+            }
+            (false, None) => Stabilized::Unresolved,
+        }
+    }
+
+    fn unique(&self, matches: impl Fn(&FsIdentity) -> bool) -> Option<&FsIdentity> {
+        let mut found = self.filesystems.iter().filter(|fs| matches(fs));
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    }
+
+    fn on_disk(&self, disk: usize, partition: Option<u32>) -> Option<&FsIdentity> {
+        self.unique(|fs| fs.disk_index == disk && fs.partition == partition)
+    }
+
+    /// The distinct disks the map knows of.
+    fn disks(&self) -> Vec<usize> {
+        let mut disks: Vec<usize> = self
+            .filesystems
+            .iter()
+            .map(|fs| fs.disk_index)
+            .chain(self.disk_names.iter().map(|(i, _)| *i))
+            .collect();
+        disks.sort_unstable();
+        disks.dedup();
+        disks
+    }
+
+    fn kernel_disk(&self, name: &KernelName) -> Option<usize> {
+        let registered = |(_, n): &&(usize, String)| !n.starts_with("disk/");
+        let mut kernel_names = self.disk_names.iter().filter(registered).peekable();
+        if kernel_names.peek().is_none() {
+            return name.ordinal;
+        }
+        kernel_names
+            .find(|(_, n)| *n == name.disk)
+            .map(|(index, _)| *index)
+    }
+
+    fn link_disk(&self, kind: SpecKind, link: &str) -> Option<usize> {
+        if let Some((index, _)) = self.disk_names.iter().find(|(_, n)| n == link) {
+            return Some(*index);
+        }
+        let disks = self.disks();
+        if kind == SpecKind::ById {
+            let id = link.rsplit('/').next().unwrap_or(link).to_ascii_lowercase();
+            let mut owners: Vec<usize> = self
+                .filesystems
+                .iter()
+                .filter(|fs| hardware_ids(fs).iter().any(|h| id.contains(h.as_str())))
+                .map(|fs| fs.disk_index)
+                .collect();
+            owners.sort_unstable();
+            owners.dedup();
+            match owners.as_slice() {
+                [one] => return Some(*one),
+                [] => {}
+                _ => return None,
+            }
+            let known = self
+                .filesystems
+                .iter()
+                .any(|fs| !hardware_ids(fs).is_empty());
+            if known {
+                return None;
+            }
+        }
+        match disks.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        }
+    }
+}
+
+/// The lower-case serial (spaces as udev writes them, `_`) and WWN
+/// (without `0x`) of a file system's disk, as they appear in by-id names.
+fn hardware_ids(fs: &FsIdentity) -> Vec<String> {
+    let serial = fs
+        .source_serial
+        .as_deref()
+        .map(|s| s.trim().replace(' ', "_").to_ascii_lowercase());
+    let wwn = fs.source_wwn.as_deref().map(|w| {
+        let w = w.trim().to_ascii_lowercase();
+        w.strip_prefix("0x").unwrap_or(&w).to_string()
+    });
+    // Short values would match by accident inside longer ids.
+    [serial, wwn]
+        .into_iter()
+        .flatten()
+        .filter(|s| s.len() >= 4)
+        .collect()
+}
+
+/// by-id names of device-mapper, MD and LVM devices, which are no
+/// partitions of a disk.
+fn is_virtual_id(name: &str) -> bool {
+    ["dm-", "md-", "lvm-pv-uuid-"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// `ata-XYZ-part3` → (`ata-XYZ`, 3).
+fn split_part_suffix(link: &str) -> (&str, Option<u32>) {
+    if let Some((base, n)) = link.rsplit_once("-part") {
+        if let Ok(n) = n.parse() {
+            return (base, Some(n));
+        }
+    }
+    (link, None)
+}
+
+/// A parsed kernel device name.
+#[derive(Debug, PartialEq, Eq)]
+struct KernelName {
+    /// The disk's name: `sda`, `nvme0n1`, `mmcblk0`.
+    disk: String,
+    /// The disk's position by the name alone, when it tells.
+    ordinal: Option<usize>,
+    partition: Option<u32>,
+}
+
+fn kernel_name(spec: &str) -> Option<KernelName> {
+    let name = spec.strip_prefix("/dev/")?;
+    for prefix in ["xvd", "sd", "hd", "vd"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            let letters = rest.bytes().take_while(u8::is_ascii_lowercase).count();
+            let (letters, digits) = rest.split_at(letters);
+            if letters.is_empty() || letters.len() > 3 {
+                return None;
+            }
+            let partition = number_or_none(digits)?;
+            // Bijective base 26: a=0 … z=25, aa=26.
+            let ordinal = letters
+                .bytes()
+                .fold(0usize, |n, b| n * 26 + usize::from(b - b'a') + 1)
+                - 1;
+            return Some(KernelName {
+                disk: format!("{prefix}{letters}"),
+                ordinal: Some(ordinal),
+                partition,
+            });
+        }
+    }
+    if let Some(rest) = name.strip_prefix("nvme") {
+        let (controller, rest) = rest.split_once('n')?;
+        let controller: usize = controller.parse().ok()?;
+        let (namespace, partition) = match rest.split_once('p') {
+            Some((ns, part)) => (ns, Some(part.parse().ok()?)),
+            None => (rest, None),
+        };
+        let namespace: u32 = namespace.parse().ok()?;
+        return Some(KernelName {
+            disk: format!("nvme{controller}n{namespace}"),
+            ordinal: (namespace == 1).then_some(controller),
+            partition,
+        });
+    }
+    let rest = name.strip_prefix("mmcblk")?;
+    let (number, partition) = match rest.split_once('p') {
+        Some((n, part)) => (n, Some(part.parse().ok()?)),
+        None => (rest, None),
+    };
+    let number: usize = number.parse().ok()?;
+    Some(KernelName {
+        disk: format!("mmcblk{number}"),
+        ordinal: Some(number),
+        partition,
+    })
+}
+
+/// `""` → `Some(None)`, `"3"` → `Some(Some(3))`, anything else → `None`.
+fn number_or_none(digits: &str) -> Option<Option<u32>> {
+    if digits.is_empty() {
+        return Some(None);
+    }
+    digits.parse().ok().map(Some)
+}
+
+/// Drops quotes around a reference or its value: `"LABEL=x"` and
+/// `LABEL='x'` → `LABEL=x`.
+pub(crate) fn unquote(s: &str) -> String {
+    fn strip(s: &str) -> &str {
+        for q in ['"', '\''] {
+            if let Some(inner) = s.strip_prefix(q).and_then(|s| s.strip_suffix(q)) {
+                return inner;
+            }
+        }
+        s
+    }
+    let s = strip(s.trim());
+    match s.split_once('=') {
+        Some((tag, value)) if tag.bytes().all(|b| b.is_ascii_uppercase()) => {
+            format!("{tag}={}", strip(value))
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// Decodes fstab's octal (`\040`) and udev's hex (`\x20`) escapes.
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut raw = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(b'x')) => s
+                .get(i + 2..i + 4)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .map(|b| (b, 4)),
+            (b'\\', Some(_)) => s
+                .get(i + 1..i + 4)
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+                .map(|b| (b, 4)),
+            _ => None,
+        };
+        match escaped {
+            Some((b, len)) => {
+                raw.push(b);
+                i += len;
+            }
+            None => {
+                raw.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+fn eq_ignore_case(have: Option<&str>, want: &str) -> bool {
+    have.is_some_and(|h| h.eq_ignore_ascii_case(want))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapt::rewrite::testmap::{self, *};
+
+    /// Where a file system lies: (disk, partition).
+    type Place = Option<(usize, Option<u32>)>;
+
+    /// Where the file system a reference resolves to lies.
+    fn at(map: &DeviceMap, spec: &str) -> Place {
+        map.resolve(spec).map(|fs| (fs.disk_index, fs.partition))
+    }
+
+    #[test]
+    fn references_resolve_to_their_file_system() {
+        let map = testmap::sample();
+        let wwn_id = format!("/dev/disk/by-id/wwn-{WWN1}-part1");
+        let serial_id = format!("/dev/disk/by-id/ata-Samsung_SSD_860_EVO_500GB_{SERIAL0}-part5");
+        let cases: &[(&str, Place)] = &[
+            ("/dev/sda2", Some((0, Some(2)))),
+            ("/dev/hda5", Some((0, Some(5)))),
+            ("/dev/vdb1", Some((1, Some(1)))),
+            ("/dev/xvdb2", Some((1, Some(2)))),
+            ("/dev/nvme0n1p3", Some((0, Some(3)))),
+            ("/dev/nvme1n1p1", Some((1, Some(1)))),
+            ("/dev/nvme0n2p1", None),
+            ("/dev/mmcblk1p2", Some((1, Some(2)))),
+            ("/dev/sdc1", None),
+            ("/dev/sda", None),
+            ("/dev/sda4", None),
+            (&wwn_id, Some((1, Some(1)))),
+            (&serial_id, Some((0, Some(5)))),
+            ("/dev/disk/by-id/ata-OTHER_DISK_XYZ123-part1", None),
+            ("/dev/disk/by-id/dm-name-vg-root", None),
+            ("/dev/disk/by-path/pci-0000:00:1f.2-ata-1-part2", None),
+            ("/dev/disk/by-uuid/4A1B-2C3D", Some((0, Some(1)))),
+            ("UUID=4a1b-2c3d", Some((0, Some(1)))),
+            (
+                "UUID=\"1b2c3d4e-0000-4000-8000-00000000000a\"",
+                Some((0, Some(2))),
+            ),
+            (
+                "'UUID=1b2c3d4e-0000-4000-8000-00000000000a'",
+                Some((0, Some(2))),
+            ),
+            ("UUID=ffffffff-0000-4000-8000-00000000000a", None),
+            ("LABEL=home", Some((0, Some(5)))),
+            ("LABEL='data'", Some((1, Some(1)))),
+            ("LABEL=twin", None),
+            ("/dev/disk/by-label/root", Some((0, Some(2)))),
+            (
+                "PARTUUID=C3D4E5F6-0000-4000-8000-000000010103",
+                Some((1, Some(3))),
+            ),
+            (
+                "/dev/disk/by-partuuid/c3d4e5f6-0000-4000-8000-000000000102",
+                Some((0, Some(2))),
+            ),
+            ("/dev/mapper/vg-root", None),
+            ("tmpfs", None),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(at(&map, spec), *want, "{spec}");
+        }
+    }
+
+    #[test]
+    fn registered_names_replace_the_ordinal_guess() {
+        let map = testmap::sample()
+            .with_disk_name(1, "/dev/nvme0n1")
+            .with_disk_name(0, "/dev/sda")
+            .with_disk_name(0, "/dev/disk/by-path/pci-0000:00:1f.2-ata-1");
+        assert_eq!(at(&map, "/dev/nvme0n1p1"), Some((1, Some(1))));
+        assert_eq!(at(&map, "/dev/sda2"), Some((0, Some(2))));
+        assert_eq!(at(&map, "/dev/sdb1"), None, "sdb is no registered name");
+        assert_eq!(
+            at(&map, "/dev/disk/by-path/pci-0000:00:1f.2-ata-1-part3"),
+            Some((0, Some(3)))
+        );
+    }
+
+    #[test]
+    fn the_only_disk_takes_links_that_name_no_known_hardware() {
+        let root = FsIdentity {
+            partition: Some(1),
+            uuid: Some(ROOT.into()),
+            fs_type: "ext4".into(),
+            ..FsIdentity::default()
+        };
+        let map = DeviceMap::new(vec![root.clone()]);
+        for spec in [
+            "/dev/disk/by-path/virtio-pci-0000:00:04.0-part1",
+            "/dev/disk/by-id/virtio-abc-part1",
+        ] {
+            assert_eq!(at(&map, spec), Some((0, Some(1))), "{spec}");
+        }
+        let serial = FsIdentity {
+            source_serial: Some("QM00001".into()),
+            ..root
+        };
+        let map = DeviceMap::new(vec![serial]);
+        assert_eq!(
+            at(&map, "/dev/disk/by-id/ata-QEMU_HARDDISK_QM00001-part1"),
+            Some((0, Some(1)))
+        );
+        assert_eq!(
+            at(&map, "/dev/disk/by-id/ata-QEMU_HARDDISK_QM00009-part1"),
+            None
+        );
+    }
+
+    #[test]
+    fn whole_disk_file_systems_resolve_by_disk_name() {
+        let map = DeviceMap::new(vec![FsIdentity {
+            disk_index: 1,
+            uuid: Some(DATA.into()),
+            fs_type: "xfs".into(),
+            ..FsIdentity::default()
+        }]);
+        assert_eq!(at(&map, "/dev/sdb"), Some((1, None)));
+        assert_eq!(at(&map, "/dev/sdb1"), None);
+    }
+
+    #[test]
+    fn labels_with_escaped_spaces_resolve() {
+        let map = DeviceMap::new(vec![FsIdentity {
+            uuid: Some(DATA.into()),
+            label: Some("my data".into()),
+            ..FsIdentity::default()
+        }]);
+        assert!(map.resolve("LABEL=my\\040data").is_some());
+        assert!(map.resolve("/dev/disk/by-label/my\\x20data").is_some());
+        assert!(map.resolve("LABEL=my_data").is_none());
+    }
+
+    #[test]
+    fn stabilize_tells_what_to_write() {
+        let map = testmap::sample();
+        let cases = [
+            ("/dev/sda2", Stabilized::Rewritten(u(ROOT))),
+            ("LABEL=home", Stabilized::Rewritten(u(HOME))),
+            (
+                "/dev/sdb3",
+                Stabilized::Rewritten(format!("PARTUUID={RAW_PARTUUID}")),
+            ),
+            ("UUID=4A1B-2C3D", Stabilized::Stable),
+            ("/dev/disk/by-uuid/nope", Stabilized::StableUnknown),
+            ("/dev/sdq1", Stabilized::Unresolved),
+            ("LABEL=twin", Stabilized::Unresolved),
+            ("/dev/mapper/vg-root", Stabilized::NotADevice),
+            ("/dev/md0", Stabilized::NotADevice),
+            ("server:/export", Stabilized::NotADevice),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(map.stabilize(spec), want, "{spec}");
+        }
+    }
+
+    #[test]
+    fn stable_spec_prefers_the_uuid() {
+        let mut fs = FsIdentity {
+            uuid: Some("u".into()),
+            partuuid: Some("p".into()),
+            ..FsIdentity::default()
+        };
+        assert_eq!(stable_spec(&fs).as_deref(), Some("UUID=u"));
+        fs.uuid = None;
+        assert_eq!(stable_spec(&fs).as_deref(), Some("PARTUUID=p"));
+        fs.partuuid = None;
+        assert_eq!(stable_spec(&fs), None);
+    }
+
+    #[test]
+    fn kernel_names_parse() {
+        let cases = [
+            ("/dev/sdaa1", Some(("sdaa", Some(26), Some(1)))),
+            ("/dev/sdz", Some(("sdz", Some(25), None))),
+            ("/dev/nvme2n1", Some(("nvme2n1", Some(2), None))),
+            ("/dev/mmcblk0p1", Some(("mmcblk0", Some(0), Some(1)))),
+            ("/dev/sda1x", None),
+            ("/dev/sr0", None),
+            ("/dev/nvme0", None),
+            ("sda1", None),
+        ];
+        for (spec, want) in cases {
+            let got = kernel_name(spec);
+            let got = got
+                .as_ref()
+                .map(|k| (k.disk.as_str(), k.ordinal, k.partition));
+            assert_eq!(got, want, "{spec}");
+        }
+    }
+}
