@@ -173,6 +173,42 @@ impl KernelModules {
             .map(|m| m.path.as_path())
     }
 
+    /// The module file in this tree (`root` joined with its
+    /// `modules.dep` path), or `None` for built-in and unknown modules and
+    /// when the file is absent (deleted after `depmod` ran).
+    pub fn module_file(&self, module: &str) -> Option<PathBuf> {
+        let path = self.root.join(self.module_path(module)?);
+        path.is_file().then_some(path)
+    }
+
+    /// The hard dependencies `modules.dep` lists for a loadable module
+    /// (transitive, most basic last), or `None` for built-in and unknown
+    /// modules.
+    pub fn dependencies(&self, module: &str) -> Option<&[String]> {
+        self.loadable
+            .get(&modalias::normalize_module_name(module))
+            .map(|m| m.deps.as_slice())
+    }
+
+    /// The soft dependencies `modules.softdep` lists for `module`.
+    pub fn softdep(&self, module: &str) -> Option<&SoftDep> {
+        self.softdeps.get(&modalias::normalize_module_name(module))
+    }
+
+    /// Whether `modules.dep` lists `module` (loadable in this tree, though
+    /// its file may have been deleted since).
+    pub fn is_loadable(&self, module: &str) -> bool {
+        self.loadable
+            .contains_key(&modalias::normalize_module_name(module))
+    }
+
+    /// The names of all loadable modules, sorted.
+    pub fn loadable_modules(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.loadable.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
     /// The loadable modules needed for `modules`, in load order: each
     /// module's hard dependencies and softdep `pre:` modules before it, its
     /// `post:` modules after it, no duplicates. Built-in modules are left out
@@ -181,19 +217,45 @@ impl KernelModules {
     /// names that are not module names are resolved as aliases (e.g.
     /// `crypto-crc32c`). Dependency cycles are broken where they close.
     pub fn closure(&self, modules: &[String]) -> Vec<String> {
-        let mut walk = Walk {
-            modules: self,
-            seen: HashSet::new(),
-            order: Vec::new(),
-        };
-        for module in modules {
-            walk.visit(&modalias::normalize_module_name(module));
+        load_order(self, modules).order
+    }
+}
+
+/// What a module is, for the load-order walk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Node<'a> {
+    /// Loadable, with its hard dependencies (most basic last).
+    Loadable(&'a [String]),
+    /// Compiled into the kernel: nothing to load.
+    Builtin,
+    /// Known nowhere.
+    Unknown,
+}
+
+/// The module knowledge the load-order walk needs: one tree
+/// ([`KernelModules`]) or an image's tree backed by a driver library.
+pub(crate) trait ModuleGraph {
+    /// What `module` (a normalised name) is.
+    fn node(&self, module: &str) -> Node<'_>;
+    /// Its soft dependencies.
+    fn soft(&self, module: &str) -> Option<&SoftDep>;
+    /// The modules a softdep entry names (a module name or an alias).
+    fn resolve_softdep(&self, name: &str) -> Vec<String>;
+}
+
+impl ModuleGraph for KernelModules {
+    fn node(&self, module: &str) -> Node<'_> {
+        match self.loadable.get(module) {
+            Some(loadable) => Node::Loadable(&loadable.deps),
+            None if self.builtin.contains(module) => Node::Builtin,
+            None => Node::Unknown,
         }
-        walk.order
     }
 
-    /// Modules a softdep entry names: the module itself if it exists here,
-    /// otherwise the loadable modules its alias resolves to.
+    fn soft(&self, module: &str) -> Option<&SoftDep> {
+        self.softdeps.get(module)
+    }
+
     fn resolve_softdep(&self, name: &str) -> Vec<String> {
         let module = modalias::normalize_module_name(name);
         if self.loadable.contains_key(&module) || self.builtin.contains(&module) {
@@ -207,38 +269,66 @@ impl KernelModules {
     }
 }
 
-/// The depth-first walk behind [`KernelModules::closure`].
-struct Walk<'a> {
-    modules: &'a KernelModules,
-    /// Modules whose visit has started (finished or still on the stack).
-    seen: HashSet<String>,
-    order: Vec<String>,
+/// The result of a load-order walk.
+#[derive(Debug, Default)]
+pub(crate) struct LoadOrder {
+    /// Loadable modules, dependencies first.
+    pub order: Vec<String>,
+    /// Names reached (asked for, or hard dependencies) that are known
+    /// nowhere, in the order met.
+    pub unknown: Vec<String>,
 }
 
-impl Walk<'_> {
+/// Orders `modules` and everything they need for loading (see
+/// [`KernelModules::closure`]).
+pub(crate) fn load_order(graph: &impl ModuleGraph, modules: &[String]) -> LoadOrder {
+    let mut walk = Walk {
+        graph,
+        seen: HashSet::new(),
+        result: LoadOrder::default(),
+    };
+    for module in modules {
+        walk.visit(&modalias::normalize_module_name(module));
+    }
+    walk.result
+}
+
+/// The depth-first walk behind [`load_order`].
+struct Walk<'a, G> {
+    graph: &'a G,
+    /// Modules whose visit has started (finished or still on the stack).
+    seen: HashSet<String>,
+    result: LoadOrder,
+}
+
+impl<G: ModuleGraph> Walk<'_, G> {
     /// Emits `module` after its dependencies. A module met again while still
     /// in progress closes a cycle and is skipped there.
     fn visit(&mut self, module: &str) {
-        if self.seen.contains(module) {
+        if !self.seen.insert(module.to_owned()) {
             return;
         }
-        let Some(loadable) = self.modules.loadable.get(module) else {
-            return;
+        let deps = match self.graph.node(module) {
+            Node::Loadable(deps) => deps,
+            Node::Builtin => return,
+            Node::Unknown => {
+                self.result.unknown.push(module.to_owned());
+                return;
+            }
         };
-        self.seen.insert(module.to_owned());
-        let softdep = self.modules.softdeps.get(module);
+        let softdep = self.graph.soft(module);
         for pre in softdep.map(|s| s.pre.as_slice()).unwrap_or_default() {
-            for resolved in self.modules.resolve_softdep(pre) {
+            for resolved in self.graph.resolve_softdep(pre) {
                 self.visit(&resolved);
             }
         }
         // depmod lists the most basic dependencies last; kmod loads them first.
-        for dep in loadable.deps.iter().rev() {
+        for dep in deps.iter().rev() {
             self.visit(dep);
         }
-        self.order.push(module.to_owned());
+        self.result.order.push(module.to_owned());
         for post in softdep.map(|s| s.post.as_slice()).unwrap_or_default() {
-            for resolved in self.modules.resolve_softdep(post) {
+            for resolved in self.graph.resolve_softdep(post) {
                 self.visit(&resolved);
             }
         }

@@ -1,61 +1,76 @@
-//! Matching against the real Debian kernel tree of ferry's rootfs fixture.
+//! Matching against the real Debian kernel tree of ferry's rootfs fixture,
+//! and reading its real module files.
 //!
 //! The fixture's rootfs tarball (`FERRY_ROOTFS_TARBALL`, else the one
 //! `tests/fixtures/debian-disk.sh` builds or finds in its cache) holds the
-//! kernel's `modules.*` indexes, extracted into a temporary directory with
-//! `tar -I zstd`. Where the fixture cannot be built every test prints
-//! `SKIPPED` and returns.
+//! kernel's `modules.*` indexes (made by Debian's depmod) and module files,
+//! extracted with `tar -I zstd` into a temporary directory per test (a
+//! static would never be dropped, leaving the tree behind). Where the
+//! fixture cannot be built every test prints `SKIPPED` and returns.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use drivers_db::{KernelModules, ModuleMatch};
+use drivers_db::{KernelModules, Modinfo, ModuleMatch};
 
-/// The extracted tree: kept alive for the whole test binary.
+/// An extracted tree, deleted when dropped.
 struct Extracted {
     _dir: tempfile::TempDir,
+    root: PathBuf,
     modules: KernelModules,
 }
 
-/// Extracts and loads the fixture's kernel tree once, or `None` when the
-/// tarball is absent.
-fn kernel() -> Option<&'static KernelModules> {
-    static TREE: OnceLock<Option<Extracted>> = OnceLock::new();
-    let tree = TREE.get_or_init(|| {
-        let tarball = std::env::var_os("FERRY_ROOTFS_TARBALL")
+/// Extracts the entries of the fixture's kernel tree matching `wildcard`
+/// into a temporary directory and loads it, or `None` when the tarball is
+/// absent.
+fn extract(wildcard: &str) -> Option<Extracted> {
+    static TARBALL: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let tarball = TARBALL.get_or_init(|| {
+        std::env::var_os("FERRY_ROOTFS_TARBALL")
             .map(PathBuf::from)
-            .or_else(fixture_tarball)?;
-        let dir = tempfile::tempdir().expect("temp dir");
-        // `*` crosses `/` in tar's wildcards, so this finds both
-        // ./lib/modules and the merged-/usr ./usr/lib/modules.
-        let status = Command::new("tar")
-            .args(["-I", "zstd", "-xf"])
-            .arg(&tarball)
-            .arg("-C")
-            .arg(dir.path())
-            .args(["--wildcards", "*/modules/*/modules.*"])
-            .status()
-            .expect("run tar");
-        assert!(
-            status.success(),
-            "extracting {} failed: {status}",
-            tarball.display()
-        );
-        let root = find_tree(dir.path()).expect("the fixture holds a modules.alias");
-        let modules = KernelModules::load(&root).expect("load the fixture's module tree");
-        Some(Extracted { _dir: dir, modules })
+            .or_else(fixture_tarball)
     });
-    match tree {
-        Some(tree) => Some(&tree.modules),
-        None => {
-            eprintln!(
-                "SKIPPED: the Debian fixture could not be built here (needs root and the \
-                 mirror; or set FERRY_ROOTFS_TARBALL)"
-            );
-            None
-        }
-    }
+    let Some(tarball) = tarball else {
+        eprintln!(
+            "SKIPPED: the Debian fixture could not be built here (needs root and the \
+             mirror; or set FERRY_ROOTFS_TARBALL)"
+        );
+        return None;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    // `*` crosses `/` in tar's wildcards, so this finds both
+    // ./lib/modules and the merged-/usr ./usr/lib/modules.
+    let status = Command::new("tar")
+        .args(["-I", "zstd", "-xf"])
+        .arg(tarball)
+        .arg("-C")
+        .arg(dir.path())
+        .args(["--wildcards", wildcard])
+        .status()
+        .expect("run tar");
+    assert!(
+        status.success(),
+        "extracting {} failed: {status}",
+        tarball.display()
+    );
+    let root = find_tree(dir.path()).expect("the fixture holds a modules.alias");
+    let modules = KernelModules::load(&root).expect("load the fixture's module tree");
+    Some(Extracted {
+        _dir: dir,
+        root,
+        modules,
+    })
+}
+
+/// The fixture's kernel indexes (no module files).
+fn kernel() -> Option<Extracted> {
+    extract("*/modules/*/modules.*")
+}
+
+/// The fixture's whole kernel tree, module files included.
+fn full_tree() -> Option<Extracted> {
+    extract("*/modules/*")
 }
 
 /// The rootfs tarball of the Debian fixture, built (or reused from its
@@ -94,7 +109,8 @@ fn names(list: &[&str]) -> Vec<String> {
 
 #[test]
 fn virtio_devices() {
-    let Some(km) = kernel() else { return };
+    let Some(tree) = kernel() else { return };
+    let km = &tree.modules;
     assert_eq!(
         km.match_modalias("pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"),
         ["virtio_pci"]
@@ -127,7 +143,8 @@ fn virtio_devices() {
 
 #[test]
 fn pci_storage_and_network() {
-    let Some(km) = kernel() else { return };
+    let Some(tree) = kernel() else { return };
+    let km = &tree.modules;
     assert_eq!(
         km.match_modalias("pci:v00008086d0000100Esv00008086sd0000001Ebc02sc00i00"),
         ["e1000"]
@@ -163,7 +180,8 @@ fn pci_storage_and_network() {
 
 #[test]
 fn other_buses() {
-    let Some(km) = kernel() else { return };
+    let Some(tree) = kernel() else { return };
+    let km = &tree.modules;
     assert_eq!(km.match_modalias("acpi:QEMU0002:"), ["qemu_fw_cfg"]);
     assert_eq!(km.match_modalias("scsi:t-0x00"), ["sd_mod"]);
     assert_eq!(km.match_modalias("xen:vbd"), ["xen_blkfront"]);
@@ -186,7 +204,8 @@ fn other_buses() {
 
 #[test]
 fn closures_follow_modules_dep() {
-    let Some(km) = kernel() else { return };
+    let Some(tree) = kernel() else { return };
+    let km = &tree.modules;
     // modules.dep: virtio_blk.ko: virtio_ring.ko virtio.ko
     assert_eq!(
         km.closure(&names(&["virtio_blk"])),
@@ -214,7 +233,8 @@ fn closures_follow_modules_dep() {
 
 #[test]
 fn closures_are_ordered_and_complete() {
-    let Some(km) = kernel() else { return };
+    let Some(tree) = kernel() else { return };
+    let km = &tree.modules;
     let wanted = names(&["nvme", "virtio_net", "ext4", "ahci", "virtio_scsi"]);
     let order = km.closure(&wanted);
     let position = |m: &str| order.iter().position(|x| x == m);
@@ -241,5 +261,159 @@ fn closures_are_ordered_and_complete() {
     ] {
         let (b, a) = (position(before), position(after));
         assert!(b.is_some() && b < a, "{before} before {after} in {order:?}");
+    }
+}
+
+/// Compresses `src` with a command-line tool into `dst`.
+fn compress(tool: &str, src: &Path, dst: &Path) {
+    let out = Command::new(tool)
+        .args(["-c", "-q"])
+        .arg(src)
+        .output()
+        .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+    assert!(out.status.success(), "{tool} failed");
+    std::fs::write(dst, out.stdout).expect("write compressed module");
+}
+
+#[test]
+fn modinfo_of_real_modules_in_every_compression() {
+    let Some(tree) = full_tree() else { return };
+    let ko = tree.root.join("kernel/drivers/block/virtio_blk.ko");
+    let plain = Modinfo::read(&ko).expect("read virtio_blk.ko");
+    assert_eq!(plain.name, "virtio_blk");
+    assert_eq!(plain.depends, ["virtio", "virtio_ring"]);
+    assert_eq!(plain.alias, ["virtio:d00000002v*"]);
+    assert_eq!(plain.license.as_deref(), Some("GPL"));
+    assert_eq!(plain.description.as_deref(), Some("Virtio block driver"));
+    let version = tree.root.file_name().expect("named by version");
+    let vermagic = plain.vermagic.as_deref().expect("vermagic");
+    assert!(
+        vermagic.starts_with(&format!("{} SMP", version.to_string_lossy())),
+        "{vermagic}"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The suffixes lie on purpose: the magic number decides.
+    for (tool, name) in [
+        ("xz", "virtio_blk.ko.xz"),
+        ("zstd", "virtio_blk.ko.zst"),
+        ("gzip", "virtio_blk.ko.gz"),
+        ("xz", "virtio_blk.ko"),
+    ] {
+        let dst = dir.path().join(name);
+        compress(tool, &ko, &dst);
+        assert_eq!(Modinfo::read(&dst).expect(name), plain, "{tool} as {name}");
+    }
+    // Firmware, from a module that names some.
+    let r8169 = Modinfo::read(
+        &tree
+            .root
+            .join("kernel/drivers/net/ethernet/realtek/r8169.ko"),
+    )
+    .expect("read r8169.ko");
+    assert!(
+        r8169.firmware.iter().any(|f| f == "rtl_nic/rtl8168d-1.fw"),
+        "{:?}",
+        r8169.firmware
+    );
+    let ext4 = Modinfo::read(&tree.root.join("kernel/fs/ext4/ext4.ko")).expect("read ext4.ko");
+    assert_eq!(ext4.softdep, ["pre: crypto-crc32c"]);
+}
+
+#[test]
+fn truncated_real_modules_fail_with_the_file_named() {
+    let Some(tree) = full_tree() else { return };
+    let ko = tree.root.join("kernel/drivers/block/virtio_blk.ko");
+    let bytes = std::fs::read(&ko).expect("read");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let xz = dir.path().join("virtio_blk.ko.xz");
+    compress("xz", &ko, &xz);
+    let compressed = std::fs::read(&xz).expect("read xz");
+    // Debian signs its modules: the signature after the ELF data may be
+    // cut without harm, so the plain file is cut within the ELF only.
+    for (data, name, last) in [
+        (&bytes, "cut.ko", bytes.len() / 2),
+        (&compressed, "cut.ko.xz", compressed.len() - 1),
+    ] {
+        for keep in [0, 3, 64, data.len() / 3, last] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &data[..keep]).expect("write");
+            match Modinfo::read(&path) {
+                Err(err) => assert!(
+                    err.to_string().contains(&path.display().to_string()),
+                    "{err}"
+                ),
+                // The section table sits after the sections, and xz checks
+                // its index: none of these cuts can parse.
+                Ok(info) => panic!("{name} cut at {keep} parsed: {info:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn ferry_indexes_match_depmods() {
+    let Some(tree) = full_tree() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("tree");
+    std::fs::create_dir(&copy).expect("mkdir");
+    // Module files and the files a Debian package ships, nothing depmod made.
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(tree.root.join("kernel"))
+        .arg(tree.root.join("modules.order"))
+        .arg(tree.root.join("modules.builtin"))
+        .arg(tree.root.join("modules.builtin.modinfo"))
+        .arg(&copy)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let count = drivers_db::depmod::generate_indexes(&copy).expect("generate");
+    let depmods = &tree.modules;
+    let ours = KernelModules::load(&copy).expect("load ours");
+    assert_eq!(count, depmods.loadable_modules().len());
+    assert_eq!(ours.loadable_modules(), depmods.loadable_modules());
+    let lines = |path: &Path| -> Vec<String> {
+        let mut lines: Vec<String> = std::fs::read_to_string(path)
+            .expect("read index")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    for index in ["modules.alias", "modules.softdep"] {
+        assert_eq!(
+            lines(&copy.join(index)),
+            lines(&tree.root.join(index)),
+            "{index}"
+        );
+    }
+    for module in depmods.loadable_modules() {
+        assert_eq!(ours.module_path(module), depmods.module_path(module));
+        let mut a = ours.dependencies(module).expect("ours").to_vec();
+        let mut b = depmods.dependencies(module).expect("depmod's").to_vec();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "dependencies of {module}");
+        // Whatever the tie-breaks, a module's users come before it.
+        let deps = ours.dependencies(module).expect("ours");
+        for (i, dep) in deps.iter().enumerate() {
+            let needs = ours.dependencies(dep).expect("dep is loadable");
+            for earlier in &deps[..i] {
+                assert!(
+                    !needs.contains(earlier),
+                    "{module}: {dep} needs {earlier}, listed before it"
+                );
+            }
+        }
+    }
+    for wanted in [&["virtio_blk", "virtio_pci"][..], &["nvme", "ext4", "ahci"]] {
+        let wanted = names(wanted);
+        assert_eq!(
+            ours.closure(&wanted),
+            depmods.closure(&wanted),
+            "{wanted:?}"
+        );
     }
 }
