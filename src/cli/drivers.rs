@@ -187,7 +187,14 @@ fn match_devices(
                 Ok(lib) if lib.kernels()?.iter().any(|k| k == kernel) => {
                     Some((lib.load(kernel)?, lib.firmware_dir()))
                 }
-                _ => None,
+                Ok(_) => {
+                    tracing::info!(
+                        "the driver library {} has no kernel {kernel}: using the image's tree alone",
+                        dir.display()
+                    );
+                    None
+                }
+                Err(_) => None,
             };
             let mut planner = Planner::new(&image);
             if let Some((lib_tree, firmware)) = &library {
