@@ -45,6 +45,8 @@ enum Cmd {
     /// List, inspect, verify, remove and garbage-collect images.
     #[command(subcommand)]
     Image(cli::image::ImageCmd),
+    /// The driver library, and which kernel modules a machine's devices need.
+    Drivers(cli::drivers::DriversArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Cmd::Survey(c) => cli::survey::run(c),
         Cmd::Plan(c) => cli::deploy::run_plan(&args.library, c),
         Cmd::Deploy(c) => cli::deploy::run_deploy(&args.library, c),
+        Cmd::Drivers(c) => cli::drivers::run(c),
     };
     match result {
         Ok(code) => code,

@@ -210,7 +210,7 @@ impl DriverLibrary {
         let unpacked = deb::unpack_module_trees(deb, &base)?;
         let mut kernels = Vec::new();
         for version in &unpacked.kernels {
-            kernels.push(self.finish(&staging, version)?);
+            kernels.push(self.finish(&staging, version, deb)?);
         }
         Ok(AddReport {
             kernels,
@@ -249,18 +249,26 @@ impl DriverLibrary {
             .map_err(|e| deb::write_error(tree, &version, e))?;
         let skipped = std::mem::take(&mut writer.skipped);
         Ok(AddReport {
-            kernels: vec![self.finish(&staging, &version)?],
+            kernels: vec![self.finish(&staging, &version, tree)?],
             skipped,
         })
     }
 
-    /// Completes the staged tree of `version` (indexes) and moves it into
-    /// place.
+    /// Completes the staged tree of `version` from `source` (indexes) and
+    /// moves it into place.
     fn finish(
         &self,
         staging: &tempfile::TempDir,
         version: &str,
+        source: &Path,
     ) -> Result<AddedKernel, LibraryError> {
+        if !valid_version(version) {
+            return Err(LibraryError::UnsafeEntry {
+                archive: source.to_path_buf(),
+                entry: version.to_owned(),
+                problem: "not usable as a kernel version in the library".to_owned(),
+            });
+        }
         let staged = staging.path().join("lib/modules").join(version);
         let (indexes, depmod_note) = self.index(staging.path(), &staged, version)?;
         let modules = KernelModules::load(&staged)?.loadable_modules().len();
@@ -426,6 +434,21 @@ mod tests {
         assert!(err.to_string().contains("virtio_blk.ko"), "{err}");
         assert!(lib.kernels().expect("list").is_empty());
         assert_eq!(std::fs::read_dir(lib.dir()).expect("list").count(), 0);
+    }
+
+    #[test]
+    fn a_tree_named_firmware_cannot_replace_the_firmware_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lib = library(dir.path());
+        std::fs::create_dir(lib.firmware_dir()).expect("mkdir");
+        std::fs::write(lib.firmware_dir().join("a.fw"), "fw").expect("fw");
+        let deb = small_deb(dir.path(), "firmware", &modinfo_elf("name=virtio_blk"));
+        let err = lib.add_deb(&deb).expect_err("refused");
+        assert!(
+            err.to_string().contains("refusing entry `firmware`"),
+            "{err}"
+        );
+        assert!(lib.firmware_dir().join("a.fw").is_file());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod deploy;
+pub mod drivers;
 pub mod image;
 pub mod progress;
 pub mod restore;
