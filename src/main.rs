@@ -40,7 +40,12 @@ enum Cmd {
     /// Deploy a server image onto target disks: partition, write, grow or
     /// populate, make swap, check.
     Deploy(cli::deploy::DeployCmd),
-    /// Survey a machine's disks: partition tables, file systems, boot pieces.
+    /// Adapt a deployed server to its new hardware: drivers, initramfs,
+    /// UUIDs in fstab and grub, hosts, network, boot loader.
+    Adapt(cli::adapt::AdaptArgs),
+    /// Survey a machine: its hardware (PCI and bus devices with modaliases,
+    /// disks, NICs, firmware, DMI, CPU, memory), or with --disks its
+    /// partition tables, file systems and boot pieces.
     Survey(cli::survey::SurveyArgs),
     /// List, inspect, verify, remove and garbage-collect images.
     #[command(subcommand)]
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
         Cmd::Restore(c) => cli::restore::run(&args.library, c),
         Cmd::Image(c) => cli::image::run(&args.library, c),
         Cmd::Survey(c) => cli::survey::run(c),
+        Cmd::Adapt(c) => cli::adapt::run(c),
         Cmd::Plan(c) => cli::deploy::run_plan(&args.library, c),
         Cmd::Deploy(c) => cli::deploy::run_deploy(&args.library, c),
         Cmd::Drivers(c) => cli::drivers::run(c),

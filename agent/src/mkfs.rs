@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use imaging::disk::FsType;
 
-use crate::tool::{Tool, ToolError};
+use crate::tool::{Tool, ToolError, MOUNT, UMOUNT};
 
 const MKE2FS: Tool = e2fsprogs("mke2fs");
 const E2FSCK: Tool = e2fsprogs("e2fsck");
@@ -33,14 +33,6 @@ const FSCK_VFAT: Tool = dosfstools("fsck.vfat");
 const MKSWAP: Tool = Tool {
     program: "mkswap",
     package: "util-linux",
-};
-const MOUNT: Tool = Tool {
-    program: "mount",
-    package: "mount",
-};
-const UMOUNT: Tool = Tool {
-    program: "umount",
-    package: "mount",
 };
 
 const fn e2fsprogs(program: &'static str) -> Tool {

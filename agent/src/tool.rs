@@ -22,6 +22,17 @@ const TAIL_BYTES: usize = 2000;
 /// … and at most this many lines.
 const TAIL_LINES: usize = 20;
 
+/// `mount`, used to mount file systems and bind pseudo file systems.
+pub(crate) const MOUNT: Tool = Tool {
+    program: "mount",
+    package: "mount",
+};
+/// `umount`.
+pub(crate) const UMOUNT: Tool = Tool {
+    program: "umount",
+    package: "mount",
+};
+
 /// An external program and the Debian package that provides it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tool {
@@ -89,6 +100,18 @@ impl Tool {
         args: &[S],
         ok_codes: &[i32],
     ) -> Result<Output, ToolError> {
+        self.run_with(device, args, ok_codes, |_| {})
+    }
+
+    /// [`run`](Self::run), with `configure` adjusting the command first
+    /// (its environment, working directory).
+    pub fn run_with<S: AsRef<OsStr>>(
+        &self,
+        device: &Path,
+        args: &[S],
+        ok_codes: &[i32],
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Output, ToolError> {
         let dev = device.display().to_string();
         let exe = self.locate().ok_or_else(|| ToolError::Missing {
             program: self.program,
@@ -97,15 +120,14 @@ impl Tool {
         })?;
         let command = command_line(self.program, args);
         tracing::debug!(%command, "running");
-        let out = Command::new(&exe)
-            .args(args)
-            .env("LC_ALL", "C")
-            .output()
-            .map_err(|source| ToolError::Spawn {
-                device: dev.clone(),
-                command: command.clone(),
-                source,
-            })?;
+        let mut cmd = Command::new(&exe);
+        cmd.args(args).env("LC_ALL", "C");
+        configure(&mut cmd);
+        let out = cmd.output().map_err(|source| ToolError::Spawn {
+            device: dev.clone(),
+            command: command.clone(),
+            source,
+        })?;
         match out.status.code() {
             Some(c) if ok_codes.contains(&c) => Ok(out),
             _ => Err(ToolError::Failed {

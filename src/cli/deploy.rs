@@ -61,7 +61,7 @@ pub struct DeployCmd {
     json: bool,
 }
 
-fn parse_firmware(s: &str) -> Result<Firmware, String> {
+pub(crate) fn parse_firmware(s: &str) -> Result<Firmware, String> {
     match s {
         "bios" => Ok(Firmware::Bios),
         "uefi" => Ok(Firmware::Uefi),

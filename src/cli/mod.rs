@@ -1,6 +1,7 @@
 //! Presentation: argument types, progress rendering and output formats for
 //! each subcommand.
 
+pub mod adapt;
 pub mod capture;
 pub mod deploy;
 pub mod drivers;

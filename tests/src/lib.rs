@@ -8,6 +8,8 @@
 //! tests (issues 5, 6, 8).
 #![forbid(unsafe_code)]
 
+pub mod qemu;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -257,4 +259,11 @@ impl Drop for Mount {
 /// holds `debian-gpt.img`.
 pub fn debian_gpt_fixture() -> PathBuf {
     fixture("debian-gpt.sh")
+}
+
+/// The source server of the boot tests (`tests/fixtures/debian-ide.sh`):
+/// holds `debian-ide.img`, whose initramfs was built with MODULES=dep on
+/// IDE hardware.
+pub fn debian_ide_fixture() -> PathBuf {
+    fixture("debian-ide.sh")
 }

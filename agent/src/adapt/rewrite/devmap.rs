@@ -265,13 +265,26 @@ impl DeviceMap {
 
     fn kernel_disk(&self, name: &KernelName) -> Option<usize> {
         let registered = |(_, n): &&(usize, String)| !n.starts_with("disk/");
-        let mut kernel_names = self.disk_names.iter().filter(registered).peekable();
-        if kernel_names.peek().is_none() {
-            return name.ordinal;
-        }
-        kernel_names
+        if let Some((index, _)) = self
+            .disk_names
+            .iter()
+            .filter(registered)
             .find(|(_, n)| *n == name.disk)
-            .map(|(index, _)| *index)
+        {
+            return Some(*index);
+        }
+        // Registered source names rule out guessing by position; the
+        // agent's own loop devices say nothing about the source's names.
+        let source_names = self
+            .disk_names
+            .iter()
+            .filter(registered)
+            .any(|(_, n)| !n.starts_with("loop"));
+        if source_names {
+            None
+        } else {
+            name.ordinal
+        }
     }
 
     fn link_disk(&self, kind: SpecKind, link: &str) -> Option<usize> {
@@ -389,6 +402,21 @@ fn kernel_name(spec: &str) -> Option<KernelName> {
         return Some(KernelName {
             disk: format!("nvme{controller}n{namespace}"),
             ordinal: (namespace == 1).then_some(controller),
+            partition,
+        });
+    }
+    // Loop devices carry no position: they resolve only through a name
+    // registered with `with_disk_name` (the agent's view of an image file,
+    // which tools run in a chroot may write into grub.cfg).
+    if let Some(rest) = name.strip_prefix("loop") {
+        let (number, partition) = match rest.split_once('p') {
+            Some((n, part)) => (n, Some(part.parse().ok()?)),
+            None => (rest, None),
+        };
+        let number: usize = number.parse().ok()?;
+        return Some(KernelName {
+            disk: format!("loop{number}"),
+            ordinal: None,
             partition,
         });
     }
@@ -647,6 +675,7 @@ mod tests {
             ("/dev/sdz", Some(("sdz", Some(25), None))),
             ("/dev/nvme2n1", Some(("nvme2n1", Some(2), None))),
             ("/dev/mmcblk0p1", Some(("mmcblk0", Some(0), Some(1)))),
+            ("/dev/loop3p1", Some(("loop3", None, Some(1)))),
             ("/dev/sda1x", None),
             ("/dev/sr0", None),
             ("/dev/nvme0", None),

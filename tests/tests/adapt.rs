@@ -1,0 +1,413 @@
+//! Issue 5's acceptance: the Debian source server (BIOS/MBR, one ext4 root,
+//! fstab and grub naming /dev/sda1, a MODULES=dep initramfs built on IDE
+//! hardware, static network) is captured, deployed onto new virtual
+//! hardware, adapted with `ferry adapt`, and booted in QEMU (TCG) until
+//! `login:`; then logged in over the serial console to check that the
+//! network came up by DHCP from QEMU's user networking.
+//!
+//! Targets: (a) virtio-blk + virtio-net; (b) NVMe + e1000e on a bigger
+//! disk; (c) AHCI SATA + rtl8139; (d) virtio-blk with `virtio_blk.ko`
+//! deleted from the target's kernel tree, so it must come from the driver
+//! library; (e) UEFI (OVMF) on GPT, converted from BIOS/MBR. Target (a)
+//! without adapt must fail to boot, proving the boot check can fail.
+//!
+//! Each boot takes about a minute under TCG. Boots run one at a time (two
+//! guests on two cores only slow each other down); the consoles are kept in
+//! `$FERRY_TEST_LOGS` (default `/var/tmp/ferry-boot-logs`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use ferry_tests::qemu::{Machine, Vm};
+use ferry_tests::{debian_ide_fixture, fails, ferry, is_root, ok, require};
+
+const GIB: u64 = 1 << 30;
+/// A boot to `login:` takes 40–90 s under TCG; leave room for a loaded CI machine.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// One VM at a time.
+static BOOTS: Mutex<()> = Mutex::new(());
+
+struct Setup {
+    lib: PathBuf,
+    drivers: PathBuf,
+    work: PathBuf,
+}
+
+/// Captures the source server once per test run; builds the driver
+/// library from the source's own kernel tree.
+fn setup() -> &'static Setup {
+    static S: OnceLock<Setup> = OnceLock::new();
+    S.get_or_init(|| {
+        let fix = debian_ide_fixture();
+        let work = PathBuf::from(std::env::var("FERRY_TEST_WORK").unwrap_or_else(|_| "/var/tmp/ferry-adapt-tests".into()));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work).expect("work dir");
+        let lib = work.join("lib");
+        ok(ferry(&lib)
+            .args(["capture", "--disk"])
+            .arg(fix.join("debian-ide.img"))
+            .args(["--name", "src-server"]));
+        // The driver library: the kernel tree of the source's own kernel
+        // version, harvested from its disk.
+        let drivers = work.join("drivers");
+        let tree = work.join("tree");
+        ok(Command::new("sh").arg("-c").arg(format!(
+            "set -e; d=$(mktemp -d); l=$(losetup -f --show -P -r {img}); partx -a $l 2>/dev/null || true; \
+             mount -o ro,noload ${{l}}p1 $d; mkdir -p {tree}; cp -a $d/usr/lib/modules/. {tree}/; umount $d; \
+             partx -d $l 2>/dev/null || true; losetup -d $l; rmdir $d",
+            img = fix.join("debian-ide.img").display(),
+            tree = tree.display()
+        )));
+        for e in std::fs::read_dir(&tree).expect("tree").flatten() {
+            ok(ferry(&lib).arg("drivers").arg("--drivers").arg(&drivers).arg("add").arg(e.path()));
+        }
+        Setup { lib, drivers, work }
+    })
+}
+
+fn logs() -> PathBuf {
+    let d = PathBuf::from(
+        std::env::var("FERRY_TEST_LOGS").unwrap_or_else(|_| "/var/tmp/ferry-boot-logs".into()),
+    );
+    std::fs::create_dir_all(&d).expect("log dir");
+    d
+}
+
+/// The hardware survey of a target VM, from its committed sysfs fixture.
+fn survey_of(config: &str, work: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/hw")
+        .join(config);
+    assert!(root.is_dir(), "no hardware fixture {}", root.display());
+    let out = ok(ferry(work).args(["survey", "--json", "--root"]).arg(&root));
+    let p = work.join(format!("{config}.survey.json"));
+    std::fs::write(&p, out).expect("write survey");
+    p
+}
+
+/// Deploys the source onto a new `size`-byte disk image named `name`.
+fn deploy(s: &Setup, name: &str, size: u64, extra: &[&str]) -> PathBuf {
+    let disk = s.work.join(format!("{name}.img"));
+    let _ = std::fs::remove_file(&disk);
+    ok(Command::new("truncate")
+        .args(["-s", &size.to_string()])
+        .arg(&disk));
+    ok(ferry(&s.lib)
+        .args(["deploy", "src-server", "--target"])
+        .arg(&disk)
+        .args(extra));
+    disk
+}
+
+fn adapt(s: &Setup, disk: &Path, config: &str, extra: &[&str]) -> String {
+    let survey = survey_of(config, &s.work);
+    ok(ferry(&s.lib)
+        .arg("adapt")
+        .arg(disk)
+        .arg("--hardware")
+        .arg(&survey)
+        .args(["--network", "dhcp", "--drivers"])
+        .arg(&s.drivers)
+        .args(extra))
+}
+
+/// Boots `disk` on `machine` to `login:`, logs in and returns what the
+/// network check printed.
+fn boot_to_login(machine: &Machine, disk: &Path, name: &str) -> String {
+    let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let log = logs().join(format!("{name}.console.log"));
+    let mut vm = Vm::boot(machine, disk, &log);
+    if let Err(e) = vm.wait_for("login:", BOOT_TIMEOUT) {
+        panic!("{name}: the migrated server did not reach login:\n{e}");
+    }
+    eprintln!("{name}: login: after {:.0} s", vm.elapsed().as_secs_f64());
+    vm.login_and_run(
+        "root",
+        "ferry",
+        "ip -4 -o addr show scope global; grep -h fixed-address /var/lib/dhcp/dhclient*.leases; findmnt -n -o SOURCE,SIZE /",
+    )
+    .unwrap_or_else(|e| panic!("{name}: logging in: {e}"))
+}
+
+fn assert_dhcp(out: &str, name: &str) {
+    assert!(
+        out.contains("inet 10.0.2.15/24"),
+        "{name}: no address from QEMU's DHCP:\n{out}"
+    );
+    assert!(
+        out.contains("fixed-address 10.0.2.15"),
+        "{name}: no DHCP lease recorded:\n{out}"
+    );
+}
+
+/// Deploys the source as `name` onto a `size`-byte disk, runs `prepare`
+/// on it, adapts it for hardware fixture `config` (the report must name
+/// each of `expect`), boots it there to `login:` and checks its DHCP
+/// lease; returns what the check printed in the guest.
+fn migrate(
+    name: &str,
+    size: u64,
+    config: &str,
+    extra: &[&str],
+    expect: &[&str],
+    prepare: impl FnOnce(&Path),
+) -> String {
+    let s = setup();
+    let disk = deploy(s, name, size, extra);
+    prepare(&disk);
+    let report = adapt(s, &disk, config, extra);
+    for e in expect {
+        assert!(
+            report.contains(e),
+            "{name}: the adapt report lacks {e:?}:\n{report}"
+        );
+    }
+    let out = boot_to_login(&Machine::from_fixture(config), &disk, name);
+    assert_dhcp(&out, name);
+    out
+}
+
+#[test]
+fn a_virtio_boots_after_adapt_and_not_without() {
+    require!(
+        is_root(),
+        "a_virtio",
+        "needs root for loop devices, mount and chroot"
+    );
+    let s = setup();
+    let machine = Machine::from_fixture("virtio");
+    // Without adapt: the initramfs has no virtio_blk, fstab and grub name
+    // /dev/sda1; the boot must fail.
+    let plain = deploy(s, "a-plain", 2 * GIB, &[]);
+    {
+        let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+        let log = logs().join("a-without-adapt.console.log");
+        let mut vm = Vm::boot(&machine, &plain, &log);
+        let r = vm.wait_for("Gave up waiting for root", BOOT_TIMEOUT);
+        assert!(
+            r.is_ok(),
+            "without adapt the target should fail to find its root: {r:?}"
+        );
+        assert!(!vm.console().contains("login:"), "booted without adapt?");
+    }
+    let _ = std::fs::remove_file(&plain);
+
+    let out = migrate(
+        "a-virtio",
+        2 * GIB,
+        "virtio",
+        &[],
+        &["virtio_blk", "virtio_net"],
+        |_| {},
+    );
+    assert!(
+        out.contains("/dev/vda1"),
+        "a-virtio: root not on the virtio disk:\n{out}"
+    );
+}
+
+#[test]
+fn b_nvme_e1000e_bigger_disk() {
+    require!(
+        is_root(),
+        "b_nvme",
+        "needs root for loop devices, mount and chroot"
+    );
+    let out = migrate(
+        "b-nvme",
+        4 * GIB,
+        "nvme-e1000e",
+        &[],
+        &["nvme", "e1000e"],
+        |_| {},
+    );
+    // The root was grown onto the bigger disk: findmnt prints ~4G.
+    assert!(
+        out.contains("/dev/nvme0n1p1") && out.contains("4G"),
+        "b-nvme: root not on NVMe or not grown:\n{out}"
+    );
+}
+
+#[test]
+fn c_ahci_rtl8139() {
+    require!(
+        is_root(),
+        "c_ahci",
+        "needs root for loop devices, mount and chroot"
+    );
+    let out = migrate(
+        "c-ahci",
+        2 * GIB,
+        "ahci-rtl8139",
+        &[],
+        &["ahci", "8139"],
+        |_| {},
+    );
+    assert!(
+        out.contains("/dev/sda1"),
+        "c-ahci: root not on the SATA disk:\n{out}"
+    );
+}
+
+/// Runs `script` with the target's root file system mounted at `$M`.
+fn with_target_root(disk: &Path, script: &str) {
+    ok(Command::new("bash").arg("-c").arg(format!(
+        "set -euo pipefail; M=$(mktemp -d); L=$(losetup -f --show {disk}); partx -a $L; \
+         trap 'umount $M; partx -d $L; losetup -d $L; rmdir $M' EXIT; mount ${{L}}p1 $M; {script}",
+        disk = disk.display()
+    )));
+}
+
+#[test]
+fn d_virtio_driver_from_the_library() {
+    require!(
+        is_root(),
+        "d_library",
+        "needs root for loop devices, mount and chroot"
+    );
+    let s = setup();
+    migrate(
+        "d-library",
+        2 * GIB,
+        "virtio",
+        &[],
+        &["virtio_blk (from the driver library)"],
+        |disk| {
+            // The target's kernel tree loses virtio_blk; its modules.alias
+            // still names it.
+            with_target_root(
+                disk,
+                "rm $M/usr/lib/modules/*/kernel/drivers/block/virtio_blk.ko",
+            );
+            // Without the driver library adapt refuses, before changing
+            // anything.
+            let survey = survey_of("virtio", &s.work);
+            let err = fails(
+                ferry(&s.lib)
+                    .arg("adapt")
+                    .arg(disk)
+                    .arg("--hardware")
+                    .arg(&survey)
+                    .args(["--drivers", "/nonexistent-driver-library"]),
+            );
+            assert!(
+                err.contains("virtio_blk") && err.contains("nothing was changed"),
+                "{err}"
+            );
+        },
+    );
+}
+
+#[test]
+fn e_uefi_gpt_from_bios_mbr() {
+    require!(
+        is_root(),
+        "e_uefi",
+        "needs root for loop devices, mount and chroot"
+    );
+    migrate(
+        "e-uefi",
+        3 * GIB,
+        "uefi-virtio",
+        &["--firmware", "uefi"],
+        &["boot loader: uefi"],
+        |_| {},
+    );
+    // The ESP ferry wrote is fsck-clean and holds the fallback loader.
+    let disk = setup().work.join("e-uefi.img");
+    let out = ok(Command::new("bash").arg("-c").arg(format!(
+        "set -euo pipefail; L=$(losetup -f --show {}); partx -a $L; trap 'partx -d $L; losetup -d $L' EXIT; \
+         p=$(lsblk -ln -o NAME,PARTTYPE $L | awk '$2==\"c12a7328-f81f-11d2-ba4b-00a0c93ec93b\"{{print $1}}'); \
+         fsck.fat -n /dev/$p >/dev/null; MTOOLS_SKIP_CHECK=1 mdir -b -i /dev/$p ::EFI/BOOT",
+        disk.display()
+    )));
+    assert!(out.contains("BOOTX64.EFI"), "{out}");
+}
+
+/// sha256 of every file of the target's root outside ferry's record,
+/// one line each.
+fn tree_digest(disk: &Path, out: &Path) -> String {
+    with_target_root(
+        disk,
+        &format!(
+            "cd $M && find . -xdev -path ./var/lib/ferry -prune -o -type f -print0 | sort -z | xargs -0 sha256sum > {}",
+            out.display()
+        ),
+    );
+    std::fs::read_to_string(out).expect("digest")
+}
+
+#[test]
+fn adapt_twice_is_idempotent_and_a_failed_rebuild_rolls_back() {
+    require!(
+        is_root(),
+        "adapt_idempotent",
+        "needs root for loop devices, mount and chroot"
+    );
+    let s = setup();
+    let disk = deploy(s, "idem", 2 * GIB, &[]);
+    let before = tree_digest(&disk, &s.work.join("idem-0.sha"));
+
+    // A hook that fails makes update-initramfs fail: adapt must fail, say
+    // so, keep its backups and leave every file as it was.
+    with_target_root(
+        &disk,
+        "printf '#!/bin/sh\\necho ferry-test-broken-hook >&2\\nexit 1\\n' > $M/etc/initramfs-tools/hooks/zz-broken; \
+         chmod 755 $M/etc/initramfs-tools/hooks/zz-broken",
+    );
+    let broken = tree_digest(&disk, &s.work.join("idem-1.sha"));
+    let survey = survey_of("virtio", &s.work);
+    let err = fails(
+        ferry(&s.lib)
+            .arg("adapt")
+            .arg(&disk)
+            .arg("--hardware")
+            .arg(&survey)
+            .arg("--drivers")
+            .arg(&s.drivers),
+    );
+    assert!(
+        err.contains("initramfs") && err.contains("rolled back"),
+        "{err}"
+    );
+    let after_fail = tree_digest(&disk, &s.work.join("idem-2.sha"));
+    assert_eq!(broken, after_fail, "a failed adapt left changes behind");
+    with_target_root(
+        &disk,
+        "ls $M/var/lib/ferry/adapt/*/files/etc/fstab >/dev/null; grep -q '\"status\": \"failed\"' $M/var/lib/ferry/adapt/*/report.json; \
+         rm $M/etc/initramfs-tools/hooks/zz-broken",
+    );
+    assert_eq!(before, tree_digest(&disk, &s.work.join("idem-3.sha")));
+
+    // Adapt, then adapt again: the second run changes no file.
+    adapt(s, &disk, "virtio", &[]);
+    let once = tree_digest(&disk, &s.work.join("idem-4.sha"));
+    assert_ne!(before, once, "adapt changed nothing");
+    let json: serde_json::Value = serde_json::from_str(&ok(ferry(&s.lib)
+        .arg("adapt")
+        .arg(&disk)
+        .arg("--hardware")
+        .arg(&survey)
+        .args(["--network", "dhcp", "--json", "--drivers"])
+        .arg(&s.drivers)))
+    .expect("json report");
+    assert_eq!(
+        json["changes"].as_array().map(Vec::len),
+        Some(0),
+        "{json:#}"
+    );
+    assert_eq!(json["initramfs"]["rebuilt"], false, "{json:#}");
+    let twice = tree_digest(&disk, &s.work.join("idem-5.sha"));
+    let diff: Vec<_> = once
+        .lines()
+        .zip(twice.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert!(
+        diff.is_empty() && once.lines().count() == twice.lines().count(),
+        "second adapt changed files: {diff:?}"
+    );
+}
