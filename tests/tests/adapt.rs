@@ -127,7 +127,7 @@ fn boot_to_login(machine: &Machine, disk: &Path, name: &str) -> String {
     vm.login_and_run(
         "root",
         "ferry",
-        "ip -4 -o addr show scope global; grep -h fixed-address /var/lib/dhcp/dhclient*.leases; findmnt -n -o SOURCE,SIZE /",
+        "ip -4 -o addr show scope global; grep -h fixed-address /var/lib/dhcp/dhclient*.leases; findmnt -n -b -o SOURCE,SIZE /",
     )
     .unwrap_or_else(|e| panic!("{name}: logging in: {e}"))
 }
@@ -224,10 +224,15 @@ fn b_nvme_e1000e_bigger_disk() {
         &["nvme", "e1000e"],
         |_| {},
     );
-    // The root was grown onto the bigger disk: findmnt prints ~4G.
+    // The root was grown onto the bigger disk (4 GiB less the first MiB).
+    let size: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("/dev/nvme0n1p1"))
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("b-nvme: root not on NVMe:\n{out}"));
     assert!(
-        out.contains("/dev/nvme0n1p1") && out.contains("4G"),
-        "b-nvme: root not on NVMe or not grown:\n{out}"
+        size > 3 * GIB + GIB / 2,
+        "b-nvme: root not grown: {size} bytes\n{out}"
     );
 }
 
@@ -320,8 +325,8 @@ fn e_uefi_gpt_from_bios_mbr() {
     let disk = setup().work.join("e-uefi.img");
     let out = ok(Command::new("bash").arg("-c").arg(format!(
         "set -euo pipefail; L=$(losetup -f --show {}); partx -a $L; trap 'partx -d $L; losetup -d $L' EXIT; \
-         p=$(lsblk -ln -o NAME,PARTTYPE $L | awk '$2==\"c12a7328-f81f-11d2-ba4b-00a0c93ec93b\"{{print $1}}'); \
-         fsck.fat -n /dev/$p >/dev/null; MTOOLS_SKIP_CHECK=1 mdir -b -i /dev/$p ::EFI/BOOT",
+         p=; for n in 1 2 3 4; do if [ \"$(sfdisk --part-type $L $n 2>/dev/null)\" = C12A7328-F81F-11D2-BA4B-00A0C93EC93B ]; then p=${{L}}p$n; fi; done; \
+         fsck.fat -n $p >/dev/null; MTOOLS_SKIP_CHECK=1 mdir -b -i $p ::EFI/BOOT",
         disk.display()
     )));
     assert!(out.contains("BOOTX64.EFI"), "{out}");
@@ -333,7 +338,7 @@ fn tree_digest(disk: &Path, out: &Path) -> String {
     with_target_root(
         disk,
         &format!(
-            "cd $M && find . -xdev -path ./var/lib/ferry -prune -o -type f -print0 | sort -z | xargs -0 sha256sum > {}",
+            "(cd $M && find . -xdev -path ./var/lib/ferry -prune -o -type f -print0 | sort -z | xargs -0 sha256sum) > {}",
             out.display()
         ),
     );

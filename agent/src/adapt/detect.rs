@@ -108,9 +108,11 @@ fn os_release_value(text: &str, key: &str) -> Option<String> {
     })
 }
 
-/// The module tree of `version`: `/lib/modules` or `/usr/lib/modules`.
+/// The module tree of `version`: `/usr/lib/modules` or `/lib/modules`.
+/// On a merged-/usr system (`/lib` a symlink to `usr/lib`) the real
+/// directory is named, so files are never written through the link.
 fn module_dir(root: &Path, version: &str) -> Option<String> {
-    ["lib/modules", "usr/lib/modules"]
+    ["usr/lib/modules", "lib/modules"]
         .iter()
         .map(|d| format!("{d}/{version}"))
         .find(|d| root.join(d).join("modules.dep").exists() || root.join(d).join("kernel").is_dir())
@@ -293,6 +295,7 @@ mod tests {
         assert_eq!(os.init, "systemd");
         assert_eq!(os.initramfs_tool, Some(InitramfsTool::InitramfsTools));
         assert_eq!(os.bootloader, Bootloader::Grub2);
+        assert_eq!(os.kernels[0].modules, "/lib/modules/6.1.0-50-amd64");
         let k: Vec<_> = os
             .kernels
             .iter()

@@ -110,6 +110,7 @@ pub fn install(
             format!("module {} from the driver library", m.name),
         )?;
     }
+    let fw_dir = firmware_dir(changes);
     for f in &plan.firmware {
         let FirmwareSource::Library { path } = &f.source else {
             continue;
@@ -118,7 +119,7 @@ pub fn install(
         copy(
             changes,
             path,
-            format!("lib/firmware/{}", rel.display()),
+            format!("{fw_dir}/{}", rel.display()),
             format!("firmware {} for {}", f.name, f.module),
         )?;
     }
@@ -131,6 +132,20 @@ pub fn install(
         changes.settle()?;
     }
     Ok(copied)
+}
+
+/// The target's firmware directory: `usr/lib/firmware` on a merged-/usr
+/// system, never written through the `/lib` link.
+fn firmware_dir(changes: &Changes) -> &'static str {
+    if changes
+        .path("usr/lib/firmware")
+        .map(|p| p.is_dir())
+        .unwrap_or(false)
+    {
+        "usr/lib/firmware"
+    } else {
+        "lib/firmware"
+    }
 }
 
 /// The files `depmod` writes.

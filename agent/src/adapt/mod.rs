@@ -859,26 +859,34 @@ fn grub_config(
     let has_mkconfig = ["usr/sbin", "sbin", "usr/bin"]
         .iter()
         .any(|d| t.root.join(d).join(mkconfig).exists());
-    if has_mkconfig {
-        let before = read_text(&t.root, cfg);
-        changes.expect_change(cfg, "grub.cfg regenerated (os-prober off)")?;
-        chroot.run(mkconfig, &["-o", &format!("/{cfg}")])?;
-        changes.settle()?;
-        if before == read_text(&t.root, cfg) {
-            return Ok(());
+    // grub-mkconfig writes into the chroot's private /run; what it made,
+    // with any device name it used (the agent's loop device, for want of
+    // /dev/disk/by-uuid) turned into a UUID, replaces grub.cfg in one
+    // change, which is no change at all on a second run.
+    let (text, reason) = if has_mkconfig {
+        chroot.run(mkconfig, &["-o", "/run/ferry-grub.cfg"])?;
+        let made = t.root.join("run/ferry-grub.cfg");
+        let text = std::fs::read_to_string(&made).map_err(|e| AdaptError::Io {
+            action: "reading",
+            path: made.display().to_string(),
+            source: e,
+        })?;
+        (
+            text,
+            "grub.cfg regenerated (os-prober off), devices by UUID",
+        )
+    } else {
+        match read_text(&t.root, cfg) {
+            Some(text) => (text, "grub.cfg devices by UUID"),
+            None => return Ok(()),
         }
-    }
-    // Whatever grub-mkconfig left (or the file as is without it) names
-    // devices by UUID.
-    if let Some(text) = read_text(&t.root, cfg) {
-        apply(
-            changes,
-            report,
-            cfg,
-            rewrite::grub::rewrite_grub_cfg(&text, &t.devmap),
-            "grub.cfg by UUID",
-        )?;
-    }
+    };
+    let r = rewrite::grub::rewrite_grub_cfg(&text, &t.devmap);
+    report
+        .warnings
+        .extend(r.warnings.iter().map(|w| format!("/{cfg}: {w}")));
+    let edits = r.for_file(&format!("/{cfg}"));
+    changes.write(cfg, edits.text.as_bytes(), 0o644, reason, edits.edits)?;
     Ok(())
 }
 
