@@ -145,8 +145,8 @@ fn assert_dhcp(out: &str, name: &str) {
 
 /// Deploys the source as `name` onto a `size`-byte disk, runs `prepare`
 /// on it, adapts it for hardware fixture `config` (the report must name
-/// each of `expect`), boots it there to `login:` and checks its DHCP
-/// lease; returns what the check printed in the guest.
+/// each of `expect`), runs `check` on it, boots it there to `login:` and
+/// checks its DHCP lease; returns what the check printed in the guest.
 fn migrate(
     name: &str,
     size: u64,
@@ -154,6 +154,7 @@ fn migrate(
     extra: &[&str],
     expect: &[&str],
     prepare: impl FnOnce(&Path),
+    check: impl FnOnce(&Path),
 ) -> String {
     let s = setup();
     let disk = deploy(s, name, size, extra);
@@ -165,6 +166,7 @@ fn migrate(
             "{name}: the adapt report lacks {e:?}:\n{report}"
         );
     }
+    check(&disk);
     let out = boot_to_login(&Machine::from_fixture(config), &disk, name);
     assert_dhcp(&out, name);
     out
@@ -202,6 +204,7 @@ fn a_virtio_boots_after_adapt_and_not_without() {
         &[],
         &["virtio_blk", "virtio_net"],
         |_| {},
+        |_| {},
     );
     assert!(
         out.contains("/dev/vda1"),
@@ -222,6 +225,7 @@ fn b_nvme_e1000e_bigger_disk() {
         "nvme-e1000e",
         &[],
         &["nvme", "e1000e"],
+        |_| {},
         |_| {},
     );
     // The root was grown onto the bigger disk (4 GiB less the first MiB).
@@ -249,6 +253,7 @@ fn c_ahci_rtl8139() {
         "ahci-rtl8139",
         &[],
         &["ahci", "8139"],
+        |_| {},
         |_| {},
     );
     assert!(
@@ -303,6 +308,7 @@ fn d_virtio_driver_from_the_library() {
                 "{err}"
             );
         },
+        |_| {},
     );
 }
 
@@ -320,16 +326,18 @@ fn e_uefi_gpt_from_bios_mbr() {
         &["--firmware", "uefi"],
         &["boot loader: uefi"],
         |_| {},
+        // Before the boot (which mounts it): the ESP ferry wrote is
+        // fsck-clean and holds the fallback loader.
+        |disk| {
+            let out = ok(Command::new("bash").arg("-c").arg(format!(
+                "set -euo pipefail; L=$(losetup -f --show {}); partx -a $L; trap 'partx -d $L; losetup -d $L' EXIT; \
+                 p=; for n in 1 2 3 4; do if [ \"$(sfdisk --part-type $L $n 2>/dev/null)\" = C12A7328-F81F-11D2-BA4B-00A0C93EC93B ]; then p=${{L}}p$n; fi; done; \
+                 fsck.fat -n $p; MTOOLS_SKIP_CHECK=1 mdir -b -i $p ::EFI/BOOT",
+                disk.display()
+            )));
+            assert!(out.contains("BOOTX64.EFI"), "{out}");
+        },
     );
-    // The ESP ferry wrote is fsck-clean and holds the fallback loader.
-    let disk = setup().work.join("e-uefi.img");
-    let out = ok(Command::new("bash").arg("-c").arg(format!(
-        "set -euo pipefail; L=$(losetup -f --show {}); partx -a $L; trap 'partx -d $L; losetup -d $L' EXIT; \
-         p=; for n in 1 2 3 4; do if [ \"$(sfdisk --part-type $L $n 2>/dev/null)\" = C12A7328-F81F-11D2-BA4B-00A0C93EC93B ]; then p=${{L}}p$n; fi; done; \
-         fsck.fat -n $p >/dev/null; MTOOLS_SKIP_CHECK=1 mdir -b -i $p ::EFI/BOOT",
-        disk.display()
-    )));
-    assert!(out.contains("BOOTX64.EFI"), "{out}");
 }
 
 /// sha256 of every file of the target's root outside ferry's record,
@@ -387,8 +395,21 @@ fn adapt_twice_is_idempotent_and_a_failed_rebuild_rolls_back() {
     );
     assert_eq!(before, tree_digest(&disk, &s.work.join("idem-3.sha")));
 
-    // Adapt, then adapt again: the second run changes no file.
-    adapt(s, &disk, "virtio", &[]);
+    // Adapt (with the migrated servers' names for /etc/hosts), then adapt
+    // again: the second run changes no file.
+    let hosts = s.work.join("hosts.json");
+    std::fs::write(
+        &hosts,
+        r#"{"hosts": [{"name": "db1.prod.example.corp", "addresses": ["10.9.0.7"]}]}"#,
+    )
+    .expect("hosts.json");
+    let hosts_arg = hosts.display().to_string();
+    adapt(s, &disk, "virtio", &["--hosts", &hosts_arg]);
+    with_target_root(
+        &disk,
+        "grep -E '^10\\.9\\.0\\.7[[:space:]]+db1\\.prod\\.example\\.corp db1\\.prod\\.example db1\\.prod db1$' $M/etc/hosts; \
+         grep -q '^127.0.0.1' $M/etc/hosts; grep -q '^UUID=' $M/etc/fstab",
+    );
     let once = tree_digest(&disk, &s.work.join("idem-4.sha"));
     assert_ne!(before, once, "adapt changed nothing");
     let json: serde_json::Value = serde_json::from_str(&ok(ferry(&s.lib)
@@ -396,7 +417,14 @@ fn adapt_twice_is_idempotent_and_a_failed_rebuild_rolls_back() {
         .arg(&disk)
         .arg("--hardware")
         .arg(&survey)
-        .args(["--network", "dhcp", "--json", "--drivers"])
+        .args([
+            "--network",
+            "dhcp",
+            "--json",
+            "--hosts",
+            &hosts_arg,
+            "--drivers",
+        ])
         .arg(&s.drivers)))
     .expect("json report");
     assert_eq!(
@@ -414,5 +442,39 @@ fn adapt_twice_is_idempotent_and_a_failed_rebuild_rolls_back() {
     assert!(
         diff.is_empty() && once.lines().count() == twice.lines().count(),
         "second adapt changed files: {diff:?}"
+    );
+}
+
+#[test]
+fn adapt_a_mounted_root_directory() {
+    require!(
+        is_root(),
+        "adapt_root_dir",
+        "needs root for loop devices, mount and chroot"
+    );
+    let s = setup();
+    let disk = deploy(s, "rootdir", 2 * GIB, &[]);
+    let survey = survey_of("virtio", &s.work);
+    // The operator mounted the target's root; adapt takes the directory.
+    let out = ok(Command::new("bash").arg("-c").arg(format!(
+        "set -euo pipefail; M=$(mktemp -d); L=$(losetup -f --show {disk}); partx -a $L; \
+         trap 'umount $M; partx -d $L; losetup -d $L; rmdir $M' EXIT; mount ${{L}}p1 $M; \
+         {ferry} adapt $M --hardware {survey} --drivers {drivers} --network keep; \
+         grep '^UUID=' $M/etc/fstab; grep -c 'iface ens3 inet static' $M/etc/network/interfaces; \
+         cat $M/etc/systemd/network/10-ferry-ens3.link",
+        disk = disk.display(),
+        ferry = ferry_tests::ferry_bin().display(),
+        survey = survey.display(),
+        drivers = s.drivers.display(),
+    )));
+    assert!(out.contains("boot loader: bios"), "{out}");
+    assert!(
+        out.contains("UUID=6a3b1f0e-5c2d-4e7a-9b81-f3e0c2d4a5b6 /"),
+        "{out}"
+    );
+    // --network keep: the static address stays, the name is pinned.
+    assert!(
+        out.contains("MACAddress=52:54:00:12:34:56") && out.contains("Name=ens3"),
+        "{out}"
     );
 }

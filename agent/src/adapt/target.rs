@@ -254,8 +254,9 @@ impl MountedTarget {
             path: root.display().to_string(),
             source: e,
         })?;
+        let (mounted, root_dev) = mounted_disks(&root);
         let mut disks: Vec<TargetDisk> = Vec::new();
-        for dev in mounted_disks(&root) {
+        for dev in mounted {
             if disks.iter().any(|d| d.device == dev) {
                 continue;
             }
@@ -279,9 +280,10 @@ impl MountedTarget {
                 .iter()
                 .any(|p| p.number == f.partition && p.is_esp())
         });
+        let root_fs = root_dev.and_then(|d| filesystems.iter().find(|f| f.device == d).cloned());
         Ok(MountedTarget {
             esp: esp.cloned(),
-            root_fs: None,
+            root_fs,
             root,
             disks,
             filesystems,
@@ -378,11 +380,13 @@ impl Drop for MountedTarget {
 }
 
 /// The whole-disk block devices behind the file systems mounted at or
-/// below `root` (from /proc/self/mountinfo and /sys/class/block).
-fn mounted_disks(root: &Path) -> Vec<PathBuf> {
+/// below `root` (from /proc/self/mountinfo and /sys/class/block), and the
+/// device mounted at `root` itself.
+fn mounted_disks(root: &Path) -> (Vec<PathBuf>, Option<PathBuf>) {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let root_s = root.display().to_string();
     let mut out = Vec::new();
+    let mut root_dev = None;
     for line in info.lines() {
         let f: Vec<&str> = line.split(' ').collect();
         let Some(sep) = f.iter().position(|x| *x == "-") else {
@@ -393,6 +397,9 @@ fn mounted_disks(root: &Path) -> Vec<PathBuf> {
         };
         if !(*mp == root_s || mp.starts_with(&format!("{root_s}/"))) || !src.starts_with("/dev/") {
             continue;
+        }
+        if *mp == root_s {
+            root_dev = Some(PathBuf::from(src));
         }
         let name = src.trim_start_matches("/dev/");
         let class = Path::new("/sys/class/block").join(name);
@@ -412,5 +419,5 @@ fn mounted_disks(root: &Path) -> Vec<PathBuf> {
             }
         }
     }
-    out
+    (out, root_dev)
 }
