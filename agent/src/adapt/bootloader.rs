@@ -42,6 +42,10 @@ const MMD: Tool = Tool {
     program: "mmd",
     package: "mtools",
 };
+const EFIBOOTMGR: Tool = Tool {
+    program: "efibootmgr",
+    package: "efibootmgr",
+};
 const FSCK_FAT: Tool = Tool {
     program: "fsck.fat",
     package: "dosfstools",
@@ -142,6 +146,7 @@ pub fn install_uefi(
     esp: &Path,
     boot: &BootFs,
     distro: &str,
+    nvram: Option<(&Path, u32)>,
 ) -> Result<BootloaderReport, AdaptError> {
     let tmp = tempfile::tempdir().map_err(|e| AdaptError::Io {
         action: "creating a temporary directory",
@@ -217,14 +222,43 @@ pub fn install_uefi(
     let fallback = "EFI/BOOT/BOOTX64.EFI".to_string();
     write_esp(esp, &[(vendor.as_str(), &efi), (fallback.as_str(), &efi)])?;
     FSCK_FAT.run(esp, &["-n".as_ref(), esp.as_os_str()], &[0])?;
+    let nvram_note = match nvram {
+        Some((disk, part)) => nvram_entry(disk, part, distro)?,
+        None => "no NVRAM entry (not the machine ferry runs on; the fallback loader boots)".into(),
+    };
     Ok(BootloaderReport {
         firmware: "uefi".into(),
         installed: vec![format!("{}:\\{}", esp.display(), vendor.replace('/', "\\")), format!("{}:\\{}", esp.display(), fallback.replace('/', "\\"))],
         how: format!(
-            "grub-mkimage x86_64-efi ({} modules copied to /{rel_dir}); /boot found by UUID {}; fsck.fat -n clean",
+            "grub-mkimage x86_64-efi ({} modules copied to /{rel_dir}); /boot found by UUID {}; fsck.fat -n clean; {nvram_note}",
             copied, boot.uuid
         ),
     })
+}
+
+/// Adds a firmware boot entry for the distribution's loader on partition
+/// `part` of `disk`, when this machine has efivars (ferry runs on the
+/// target itself) and no entry for that loader exists yet.
+fn nvram_entry(disk: &Path, part: u32, distro: &str) -> Result<String, AdaptError> {
+    if !Path::new("/sys/firmware/efi/efivars").is_dir() {
+        return Ok("no efivars on this machine: no NVRAM entry (the fallback loader boots)".into());
+    }
+    let loader = format!("\\EFI\\{distro}\\grubx64.efi");
+    let listed = EFIBOOTMGR.run(disk, &["-v"], &[0])?;
+    let listed = String::from_utf8_lossy(&listed.stdout).to_ascii_lowercase();
+    if listed.contains(&loader.to_ascii_lowercase()) {
+        return Ok(format!("NVRAM already boots {loader}"));
+    }
+    let d = disk.display().to_string();
+    let p = part.to_string();
+    EFIBOOTMGR.run(
+        disk,
+        &[
+            "--create", "--disk", &d, "--part", &p, "--loader", &loader, "--label", distro,
+        ],
+        &[0],
+    )?;
+    Ok(format!("NVRAM entry {distro:?} added for {loader}"))
 }
 
 /// Writes `files` (paths with `/`) onto the FAT file system at `esp`:

@@ -6,7 +6,8 @@
 //! 1. **Detect** the distribution, init system, initramfs tool, boot loader
 //!    and kernels ([`detect`]); choose the newest kernel that can drive the
 //!    new storage and network (every needed module builtin, in its tree, or
-//!    in the driver library for that exact version).
+//!    in the driver library for that exact version), and make it GRUB's
+//!    default when it is not the newest.
 //! 2. **Preflight**, before anything changes: the initramfs tool is there,
 //!    no needed module is missing, `/boot` has room for a second initramfs,
 //!    and the file systems have free inodes. Otherwise adapt refuses with
@@ -566,6 +567,22 @@ fn run_steps(
             "encrypted devices by UUID",
         )?;
     }
+    // The chosen kernel boots by default when it is not the newest.
+    let newest = os.kernels.first().map(|k| k.version.as_str());
+    if newest != Some(kernel.version.as_str())
+        && matches!(os.bootloader, Bootloader::Grub2 | Bootloader::Grub2Redhat)
+    {
+        match (t.root_fs.as_ref().and_then(|f| f.uuid.clone()), read_text(root, "etc/default/grub")) {
+            (Some(uuid), Some(text)) => {
+                let entry = format!("gnulinux-advanced-{uuid}>gnulinux-{}-advanced-{uuid}", kernel.version);
+                apply(changes, report, "etc/default/grub", rewrite::grub::set_grub_default(&text, &entry), "default kernel")?;
+            }
+            _ => report.warnings.push(format!(
+                "kernel {} drives the new hardware but is not the newest; set it as GRUB's default by hand",
+                kernel.version
+            )),
+        }
+    }
     if let Some(text) = read_text(root, "etc/default/grub") {
         apply(
             changes,
@@ -719,7 +736,10 @@ fn run_steps(
                 "installing GRUB for UEFI on the ESP {}",
                 esp.device.display()
             ));
-            bootloader::install_uefi(changes, &esp.device, &boot.0, &os.id)?
+            // An NVRAM entry only for disks of the machine ferry runs on.
+            let disk = t.disks.get(esp.disk).filter(|d| !d.is_image());
+            let nvram = disk.map(|d| (d.device.as_path(), esp.partition));
+            bootloader::install_uefi(changes, &esp.device, &boot.0, &os.id, nvram)?
         }
     };
     report.bootloader = Some(b);

@@ -31,6 +31,12 @@ pub struct TargetDisk {
 }
 
 impl TargetDisk {
+    /// Whether it is an image file (attached to a loop device by ferry),
+    /// not a disk of the machine ferry runs on.
+    pub fn is_image(&self) -> bool {
+        self._loop.is_some()
+    }
+
     /// The device node of partition `n`.
     pub fn partition(&self, n: u32) -> PathBuf {
         if n == 0 {

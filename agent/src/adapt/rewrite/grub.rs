@@ -47,6 +47,23 @@ pub fn rewrite_grub_default(text: &str, map: &DeviceMap) -> Rewritten {
     doc.finish()
 }
 
+/// Sets `GRUB_DEFAULT` in `/etc/default/grub` to `value` (quoted), so
+/// the kernel chosen for the new hardware boots by default; the line is
+/// added when missing.
+pub fn set_grub_default(text: &str, value: &str) -> Rewritten {
+    let mut doc = Document::new("/etc/default/grub", text);
+    let wanted = format!("GRUB_DEFAULT=\"{value}\"");
+    let found =
+        (0..doc.len()).find(|&i| assignment(doc.line(i)).is_some_and(|a| a.name == "GRUB_DEFAULT"));
+    let reason = "the kernel that drives the new hardware boots by default";
+    match found {
+        Some(i) if doc.line(i) == wanted => {}
+        Some(i) => doc.replace(i, wanted, reason),
+        None => doc.append(wanted, reason),
+    }
+    doc.finish()
+}
+
 /// Rewrites `root=`/`resume=` on the `linux`, `linux16`, `linuxefi` and
 /// `module` lines of a `grub.cfg`.
 pub fn rewrite_grub_cfg(text: &str, map: &DeviceMap) -> Rewritten {
@@ -271,5 +288,26 @@ initrd\t\t/boot/initrd.img-2.6.32-5-amd64
         let long = format!("root=/dev/sda2 {}", "x".repeat(filler));
         let warnings = unchanged_sample(rewrite_grubenv, &grubenv(&long));
         assert_warnings(&warnings, &["do not fit the 1024-byte block"]);
+    }
+
+    #[test]
+    fn grub_default_is_set_once() {
+        let text = "GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\n";
+        let r = set_grub_default(
+            text,
+            "gnulinux-advanced-U>gnulinux-6.1.0-9-amd64-advanced-U",
+        );
+        assert_eq!(
+            r.text,
+            "GRUB_DEFAULT=\"gnulinux-advanced-U>gnulinux-6.1.0-9-amd64-advanced-U\"\nGRUB_TIMEOUT=5\n"
+        );
+        assert_eq!(r.edits.len(), 1);
+        let again = set_grub_default(
+            &r.text,
+            "gnulinux-advanced-U>gnulinux-6.1.0-9-amd64-advanced-U",
+        );
+        assert!(again.edits.is_empty());
+        let added = set_grub_default("GRUB_TIMEOUT=5\n", "x");
+        assert_eq!(added.text, "GRUB_TIMEOUT=5\nGRUB_DEFAULT=\"x\"\n");
     }
 }
