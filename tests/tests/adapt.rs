@@ -123,7 +123,14 @@ fn boot_to_login(machine: &Machine, disk: &Path, name: &str) -> String {
     if let Err(e) = vm.wait_for("login:", BOOT_TIMEOUT) {
         panic!("{name}: the migrated server did not reach login:\n{e}");
     }
-    eprintln!("{name}: login: after {:.0} s", vm.elapsed().as_secs_f64());
+    let secs = vm.elapsed().as_secs_f64();
+    eprintln!("{name}: login: after {secs:.0} s");
+    // Kept for the record next to the console (the test's stderr is
+    // hidden when it passes).
+    let _ = std::fs::write(
+        logs().join(format!("{name}.login-seconds")),
+        format!("{secs:.1}\n"),
+    );
     vm.login_and_run(
         "root",
         "ferry",
