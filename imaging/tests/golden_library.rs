@@ -83,6 +83,22 @@ fn lz4_library_from_before_zstd_still_reads() {
     assert!(report.is_clean(), "{:?}", report.problems);
 }
 
+#[test]
+fn a_new_lz4_library_writes_the_config_older_builds_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Library::create(
+        Box::new(LocalStore::new(dir.path().join("lib"))),
+        ChunkerParams::with_avg(4096),
+    )
+    .expect("library");
+    let config = "ferry-library.json";
+    assert_eq!(
+        fs::read_to_string(dir.path().join("lib").join(config)).expect("new config"),
+        fs::read_to_string(golden_dir().join(config)).expect("golden config"),
+        "an LZ4 library's config changed: builds before it could not open it"
+    );
+}
+
 /// Writes `tests/golden/lz4-library/` anew.
 #[test]
 #[ignore = "regenerates the checked-in golden library"]
