@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! reader ──batches──▶ hash+compress workers ──results──▶ collector ──packs──▶ pack writer
-//! (reads data regions,  (BLAKE3; LZ4 only for chunks    (reorders, builds   (atomic put;
-//!  zero runs, FastCDC)   the library does not have)       lists and packs)    index flushes)
+//! (reads data regions,  (BLAKE3; compresses, with the   (reorders, builds   (atomic put;
+//!  zero runs, FastCDC)   library's codec, only chunks     lists and packs)    index flushes)
+//!                        the library does not have)
 //! ```
 //!
 //! Memory is bounded: at most [`MAX_IN_FLIGHT`] batches exist at once (each
@@ -24,7 +25,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::chunk::{is_zero, ChunkId, Codec, HashedChunk, ObjectId};
+use crate::chunk::{is_zero, ChunkId, Codec, Compression, HashedChunk, ObjectId};
 use crate::chunker::{Batch, Chunker, ChunkerParams, Piece};
 use crate::chunklist::{ChunkList, Extent};
 use crate::device::Source;
@@ -199,7 +200,7 @@ pub fn capture(
     let read = AtomicU64::new(0);
     let mut throttle = Throttle::new(progress, "capture", total);
     let (pack_tx, pack_rx) = bounded::<PackJob>(1);
-    let mut collector = Collector::new(&index, pack_tx);
+    let mut collector = Collector::new(&index, lib.compression(), pack_tx);
 
     let (lists, unflushed) = std::thread::scope(|s| {
         let writer = s.spawn(|| pack_writer(lib, pack_rx, &errors));
@@ -292,6 +293,8 @@ fn stream_summary(list: &ChunkList, id: ObjectId) -> BlockStream {
 /// the pack in the making, and the figures.
 pub(crate) struct Collector<'a> {
     pub(crate) index: &'a Index,
+    /// The library's compression, for every new chunk.
+    pub(crate) compression: Compression,
     session: HashSet<ChunkId>,
     pack: PackBuilder,
     pack_tx: Option<Sender<PackJob>>,
@@ -299,9 +302,14 @@ pub(crate) struct Collector<'a> {
 }
 
 impl<'a> Collector<'a> {
-    pub(crate) fn new(index: &'a Index, pack_tx: Sender<PackJob>) -> Self {
+    pub(crate) fn new(
+        index: &'a Index,
+        compression: Compression,
+        pack_tx: Sender<PackJob>,
+    ) -> Self {
         Collector {
             index,
+            compression,
             session: HashSet::new(),
             pack: PackBuilder::new(),
             pack_tx: Some(pack_tx),
@@ -403,12 +411,14 @@ pub(crate) fn pack_writer(lib: &Library, rx: Receiver<PackJob>, errors: &FirstEr
 }
 
 /// Runs the hashing pipeline once: `produce` runs on a reader thread and
-/// emits batches with a tag; `consume` receives each hashed batch, in order,
-/// on the calling thread. Returns false if the pipeline failed (the error is
+/// emits batches with a tag; workers compress new chunks with
+/// `compression`; `consume` receives each hashed batch, in order, on the
+/// calling thread. Returns false if the pipeline failed (the error is
 /// in `errors`).
 pub(crate) fn run_pipeline<'scope, 'env: 'scope, T: Send + 'scope>(
     s: &'scope std::thread::Scope<'scope, 'env>,
     index: &'env Index,
+    compression: Compression,
     workers: usize,
     errors: &'env FirstError,
     produce: impl FnOnce(&mut Emit<'_, T>) -> Result<()> + Send + 'scope,
@@ -436,7 +446,7 @@ pub(crate) fn run_pipeline<'scope, 'env: 'scope, T: Send + 'scope>(
     let hashers: Vec<_> = (0..workers)
         .map(|_| {
             let (rx, tx) = (batch_rx.clone(), done_tx.clone());
-            s.spawn(move || hash_batches(index, rx, tx))
+            s.spawn(move || hash_batches(index, compression, rx, tx))
         })
         .collect();
     drop((batch_rx, done_tx));
@@ -480,6 +490,7 @@ fn capture_stream<'scope, 'env: 'scope>(
     let ok = run_pipeline(
         s,
         collector.index,
+        collector.compression,
         workers,
         errors,
         move |emit| read_segment(src, seg, regions, params, emit, read),
@@ -578,7 +589,12 @@ fn read_segment(
 }
 
 /// Hashes every chunk; compresses the ones the library lacks.
-fn hash_batches<T>(index: &Index, rx: Receiver<(u64, Batch, T)>, tx: Sender<Done<T>>) {
+fn hash_batches<T>(
+    index: &Index,
+    compression: Compression,
+    rx: Receiver<(u64, Batch, T)>,
+    tx: Sender<Done<T>>,
+) {
     for (seq, batch, tag) in rx {
         let mut stored = Vec::new();
         let pieces = batch
@@ -598,7 +614,7 @@ fn hash_batches<T>(index: &Index, rx: Receiver<(u64, Batch, T)>, tx: Sender<Done
                         return Hashed::Known { id: h.id, len };
                     }
                     let start = stored.len();
-                    let codec = h.compress_into(&mut stored);
+                    let codec = h.compress_into(&mut stored, compression);
                     Hashed::New {
                         id: h.id,
                         len,

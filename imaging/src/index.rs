@@ -13,6 +13,8 @@
 //! pack ids   [32] × pack_count
 //! entries    chunk id [32] | pack_no u32 | offset u32 | stored_len u32 | raw_len u32 | codec u8 | 0 ×3
 //! ```
+//!
+//! codec is the pack record's: 0 raw, 1 LZ4, 2 zstd (see [`crate::pack`]).
 
 use std::collections::HashMap;
 

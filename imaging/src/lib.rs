@@ -2,7 +2,8 @@
 //!
 //! Disks are captured into a content-addressed **library**: streams are cut
 //! into chunks by FastCDC ([`chunker`]), each chunk named by the BLAKE3 of its
-//! bytes ([`chunk`]), compressed with LZ4 when that pays, and appended to
+//! bytes ([`chunk`]), compressed when that pays (LZ4 by default; zstd at a
+//! chosen level in a library created with it, see [`library`]), and appended to
 //! ~16 MiB **packs** ([`pack`]). An **index** ([`index`]) says where each
 //! chunk lives; a **chunk list** ([`chunklist`]) gives a stream's content in
 //! order, with zero runs as holes; a **manifest** ([`manifest`]) describes an
@@ -19,7 +20,9 @@
 //! rename) and ordered packs → index → chunk lists → manifest, so a crash at
 //! any moment leaves a library in which nothing referenced is missing.
 //!
-//! On-disk format version 1 throughout; each module documents its format.
+//! On-disk format version 1 throughout, except the library config, which is
+//! version 2 in a library created with zstd (its packs and index files may
+//! then hold zstd records, codec 2); each module documents its format.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 

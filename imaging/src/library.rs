@@ -4,13 +4,22 @@
 //! Layout (keys in the store):
 //!
 //! ```text
-//! ferry-library.json            format tag, version, chunker parameters
+//! ferry-library.json            format tag, version, chunker parameters, compression
 //! packs/<h2>/<blake3>.pack      chunk records (see pack)
 //! index/<blake3>.idx            chunk → pack locations (see index)
 //! lists/<h2>/<blake3>.list      a stream's chunk list (see chunklist)
 //! images/<name>.json            manifests (see manifest)
 //! lock, tmp/                    local stores only: the flock file, temp files
 //! ```
+//!
+//! `ferry-library.json` is version 1 for a library that compresses new chunks
+//! with LZ4 (the default; it has no `compression` key) and version 2 for one
+//! created with zstd (`"compression": "zstd:3"`): packs and index files are
+//! the same, but may hold codec-2 (zstd) records, so a build that predates
+//! zstd refuses such a library when it opens it rather than at its first
+//! zstd chunk. The compression is chosen when the library is created and
+//! applies to every capture into it; existing chunks are never re-encoded,
+//! and every build reads every codec it knows, whatever the setting.
 //!
 //! Objects other than manifests are named by the BLAKE3 of their content and
 //! checked against their name on every read. The write order is packs, then
@@ -23,7 +32,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunk::{ChunkId, ObjectId, VerifiedChunk};
+use crate::chunk::{ChunkId, Compression, ObjectId, VerifiedChunk};
 use crate::chunker::ChunkerParams;
 use crate::chunklist::ChunkList;
 use crate::error::{Error, Result};
@@ -35,18 +44,42 @@ use crate::store::{LocalStore, LockGuard, LockMode, Store};
 /// Key of the library's configuration.
 pub const CONFIG_KEY: &str = "ferry-library.json";
 const CONFIG_FORMAT: &str = "ferry-library";
-const CONFIG_VERSION: u32 = 1;
+/// The config version for a library's compression: 1 (LZ4) is readable by
+/// every ferry; 2 tells builds that predate zstd to keep out.
+fn config_version(compression: Compression) -> u32 {
+    if compression.is_lz4() {
+        1
+    } else {
+        2
+    }
+}
 
 /// The library configuration file.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LibraryConfig {
     /// Always `ferry-library`.
     pub format: String,
-    /// Layout version, 1.
+    /// Layout version: 1, or 2 when `compression` is zstd.
     pub version: u32,
     /// Parameters every capture into this library uses, so that all images
     /// cut the same content at the same places and share chunks.
     pub chunker: ChunkerParams,
+    /// How captures compress new chunks; absent (LZ4) in version 1.
+    #[serde(default, skip_serializing_if = "Compression::is_lz4")]
+    pub compression: Compression,
+}
+
+/// Checks the settings a library is created with.
+fn check_settings(chunker: &ChunkerParams, compression: Compression) -> Result<(), String> {
+    chunker.check()?;
+    match compression {
+        Compression::Zstd { level } if !Compression::ZSTD_LEVELS.contains(&level) => Err(format!(
+            "zstd level {level} is outside {}..={}",
+            Compression::ZSTD_LEVELS.start(),
+            Compression::ZSTD_LEVELS.end()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Key of a pack.
@@ -115,32 +148,52 @@ impl Library {
             path: store.describe(CONFIG_KEY),
             reason: e.to_string(),
         })?;
-        if config.format != CONFIG_FORMAT || config.version != CONFIG_VERSION {
+        if config.format != CONFIG_FORMAT || ![1, 2].contains(&config.version) {
             return Err(Error::Corrupt {
                 path: store.describe(CONFIG_KEY),
                 reason: format!(
-                    "format {:?} version {} is not a library this build reads ({CONFIG_FORMAT} {CONFIG_VERSION})",
+                    "format {:?} version {} is not a library this build reads ({CONFIG_FORMAT} 1 or 2)",
                     config.format, config.version
                 ),
             });
         }
-        config.chunker.check().map_err(|reason| Error::Config {
+        if config.version != config_version(config.compression) {
+            return Err(Error::Corrupt {
+                path: store.describe(CONFIG_KEY),
+                reason: format!(
+                    "version {} does not go with compression {} (LZ4 libraries are version 1, zstd ones version 2)",
+                    config.version, config.compression
+                ),
+            });
+        }
+        check_settings(&config.chunker, config.compression).map_err(|reason| Error::Config {
             library: store.location(),
             reason,
         })?;
         Ok(Library { store, config })
     }
 
-    /// Creates a library in an empty store.
+    /// Creates a library in an empty store, compressing with LZ4.
     pub fn create(store: Box<dyn Store>, chunker: ChunkerParams) -> Result<Library> {
-        chunker.check().map_err(|reason| Error::Config {
+        Library::create_with(store, chunker, Compression::Lz4)
+    }
+
+    /// Creates a library in an empty store whose captures compress new
+    /// chunks with `compression`.
+    pub fn create_with(
+        store: Box<dyn Store>,
+        chunker: ChunkerParams,
+        compression: Compression,
+    ) -> Result<Library> {
+        check_settings(&chunker, compression).map_err(|reason| Error::Config {
             library: store.location(),
             reason,
         })?;
         let config = LibraryConfig {
             format: CONFIG_FORMAT.into(),
-            version: CONFIG_VERSION,
+            version: config_version(compression),
             chunker,
+            compression,
         };
         let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
         store
@@ -161,9 +214,21 @@ impl Library {
         Library::open(Box::new(LocalStore::new(path)))
     }
 
-    /// Opens the library in `path`, creating it if `path` is absent or an
-    /// empty directory. A non-empty directory without a library is refused.
+    /// Opens the library in `path`, creating it (with LZ4) if `path` is
+    /// absent or an empty directory. A non-empty directory without a
+    /// library is refused.
     pub fn open_or_create_local(path: &Path) -> Result<Library> {
+        Library::open_or_create_local_with(path, None)
+    }
+
+    /// [`Library::open_or_create_local`], creating the library with
+    /// `compression` (LZ4 if `None`). An existing library must already use
+    /// `compression` when it is given: a library's compression is chosen
+    /// once.
+    pub fn open_or_create_local_with(
+        path: &Path,
+        compression: Option<Compression>,
+    ) -> Result<Library> {
         let empty = match std::fs::read_dir(path) {
             Ok(mut rd) => rd.next().is_none(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,
@@ -171,9 +236,22 @@ impl Library {
         };
         let store = Box::new(LocalStore::new(path));
         if empty {
-            Library::create(store, ChunkerParams::default())
-        } else {
-            Library::open(store)
+            return Library::create_with(
+                store,
+                ChunkerParams::default(),
+                compression.unwrap_or_default(),
+            );
+        }
+        let lib = Library::open(store)?;
+        match compression {
+            Some(c) if c != lib.compression() => Err(Error::Config {
+                library: lib.location(),
+                reason: format!(
+                    "it compresses new chunks with {}, not {c}: a library's compression is chosen when it is created",
+                    lib.compression()
+                ),
+            }),
+            _ => Ok(lib),
         }
     }
 
@@ -190,6 +268,11 @@ impl Library {
     /// The chunking parameters for captures.
     pub fn chunker(&self) -> &ChunkerParams {
         &self.config.chunker
+    }
+
+    /// How captures into this library compress new chunks.
+    pub fn compression(&self) -> Compression {
+        self.config.compression
     }
 
     /// Takes the library lock, waiting (with a log line) if it is busy.

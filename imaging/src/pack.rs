@@ -8,6 +8,9 @@
 //! record  chunk id [32] | codec u8 | 0 u8 ×3 | raw_len u32 | stored_len u32 | data[stored_len]
 //! ```
 //!
+//! codec: 0 raw, 1 LZ4 block, 2 zstd frame (only in libraries created with
+//! zstd, config version 2; see [`crate::chunk`] for each stored form).
+//!
 //! A pack is named by the BLAKE3 of its whole content. Each record repeats
 //! the chunk id, so a pack can be checked, and an index rebuilt, from the pack
 //! alone. An index entry points at a record's first byte.
@@ -28,7 +31,9 @@ pub const PACK_HEADER: usize = 16;
 pub const RECORD_HEADER: usize = 44;
 
 /// The largest stored form a chunk may have: LZ4's worst case for the largest
-/// chunk. Any larger claimed length is refused before allocation.
+/// chunk (above zstd's, and a compressed form is kept only when smaller than
+/// the raw chunk anyway). Any larger claimed length is refused before
+/// allocation.
 pub fn max_stored_len() -> usize {
     lz4_flex::block::get_maximum_output_size(MAX_CHUNK)
 }
@@ -206,7 +211,7 @@ mod tests {
         let chunks: Vec<Vec<u8>> = vec![vec![1u8; 5000], (0..=255u8).collect(), vec![9u8; 70_000]];
         for c in &chunks {
             let h = HashedChunk::new(c);
-            let (codec, stored) = h.compress();
+            let (codec, stored) = h.compress(crate::chunk::Compression::Lz4);
             b.add(h.id, codec, c.len(), &stored);
         }
         let (id, bytes, entries) = b.finish();

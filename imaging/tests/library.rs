@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::xorshift;
+use common::{capture_raw as cap, xorshift};
 use imaging::chunker::ChunkerParams;
 use imaging::store::LocalStore;
 use imaging::{capture, restore, CaptureRequest, Error, Library, NoProgress, RestoreOptions};
@@ -19,17 +19,6 @@ fn small_library(dir: &Path) -> Library {
         ChunkerParams::with_avg(4096),
     )
     .expect("library")
-}
-
-fn cap(lib: &Library, src: &Path, name: &str, parent: Option<&str>) -> imaging::Manifest {
-    let req = CaptureRequest {
-        mode: imaging::DiskMode::Raw,
-        name: name.into(),
-        parent: parent.map(str::to_string),
-        sources: vec![src.to_path_buf()],
-        workers: 2,
-    };
-    capture(lib, &req, &NoProgress).expect("capture")
 }
 
 fn rest(lib: &Library, name: &str, target: &Path) -> imaging::Result<imaging::RestoreStats> {

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use imaging::chunk::Compression;
 use imaging::tree::capture::{capture_tree, TreeCaptureRequest};
 use imaging::{CaptureRequest, DiskMode, Library};
 
@@ -42,6 +43,11 @@ pub struct CaptureArgs {
     /// With --files on `/`: keep the contents of /proc, /sys, /dev, /run and /tmp.
     #[arg(long, requires = "files")]
     no_default_excludes: bool,
+    /// How a new library compresses chunks: lz4 (the default), zstd (level
+    /// 3) or zstd:LEVEL (1-19). Chosen when the library is created; on an
+    /// existing library it must match the library's.
+    #[arg(long, value_name = "CODEC")]
+    compression: Option<Compression>,
     /// Print the manifest as JSON.
     #[arg(long)]
     json: bool,
@@ -49,7 +55,7 @@ pub struct CaptureArgs {
 
 /// Runs `ferry capture`. The library is created if the directory is new or empty.
 pub fn run(library: &Path, a: CaptureArgs) -> anyhow::Result<ExitCode> {
-    let lib = Library::open_or_create_local(library)
+    let lib = Library::open_or_create_local_with(library, a.compression)
         .with_context(|| format!("opening library {}", library.display()))?;
     let progress = CliProgress::new();
     let m = if a.files {
@@ -87,7 +93,7 @@ pub fn run(library: &Path, a: CaptureArgs) -> anyhow::Result<ExitCode> {
     } else {
         let s = &m.stats;
         eprintln!(
-            "captured image {} into {}: {} in {}, {} read, {} chunks ({} new, {}), {} stored, in {} ({})",
+            "captured image {} into {}: {} in {}, {} read, {} chunks ({} new, {}), {} stored ({}), in {} ({})",
             m.name,
             lib.location(),
             bytes(m.size()),
@@ -100,6 +106,7 @@ pub fn run(library: &Path, a: CaptureArgs) -> anyhow::Result<ExitCode> {
             s.chunks_new,
             bytes(s.bytes_new),
             bytes(s.stored_new),
+            lib.compression(),
             duration(s.seconds),
             rate(s.bytes_read, s.seconds)
         );

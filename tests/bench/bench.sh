@@ -3,7 +3,8 @@
 #
 # Measures, on the fixture from tests/fixtures/debian-disk.sh (a 2 GiB sparse
 # bookworm server disk, debian.img, and debian-v2.img = debian.img + vim), the
-# wall time, peak RSS (/usr/bin/time %M) and stored bytes of:
+# wall time, CPU time (user + sys), peak RSS (/usr/bin/time %M) and stored
+# bytes of:
 #
 #   cp cold / warm   cp --sparse=always debian.img X && sync -f X: the physical
 #                    limit every other step is compared against (cold = page
@@ -11,11 +12,15 @@
 #                    image already cached)
 #   ferry capture    $FERRY capture debian.img --library L --name v1
 #   ferry restore    $FERRY restore v1 OUT.img --library L  (must cmp equal)
+#   ferry zstd       the same capture and restore into a library created with
+#                    --compression zstd:$FERRY_BENCH_ZSTD (LZ4 is the default)
 #   ferry incr       $FERRY capture debian-v2.img --library L --name v2 --parent v1
 #                    stored = growth of du -sb L, against debian-v2.changed-bytes
 #   casync make/extract/make v2 on the same images, store size by du -sb
+#                    (casync compresses every chunk with zstd level 3; its
+#                    du -sb counts one directory per chunk-id prefix as well)
 #   file trees     tar -c / -x, ferry --files capture, restore, re-capture, casync catar
-#   server images  ferry capture --disk of debian.img; deploy of it onto 2 GiB
+#   server images  ferry capture --disk of debian.img (LZ4, and zstd); deploy of it onto 2 GiB
 #                  (equal), 4 GiB (grow) and 1.5 GiB (file tree) image files; the
 #                  Debian tree on a 1.2 GiB and a 16 GiB disk captured --disk
 #
@@ -33,6 +38,8 @@
 #   FERRY              ferry binary (default target/release/ferry)
 #   FERRY_BENCH_DIR    work dir, wiped at start (default /var/tmp/ferry-bench)
 #   FERRY_CACHE        passed on to the fixture script
+#   FERRY_BENCH_ZSTD   zstd level of the zstd rows (default 1: at 3 and above,
+#                      capture takes more CPU than 2 x cp's time on two cores)
 #
 # Adding a section: write a section_NAME function that calls
 # `measure STEP [--warm] [--sync PATH] -- cmd...` and `record_stored STEP BYTES`,
@@ -43,10 +50,11 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FIXTURE_SCRIPT=$REPO/tests/fixtures/debian-disk.sh
 FERRY=${FERRY:-target/release/ferry}
 WORK=${FERRY_BENCH_DIR:-/var/tmp/ferry-bench}
-RESULTS=$WORK/results.tsv # step <TAB> seconds <TAB> peak RSS KiB
+RESULTS=$WORK/results.tsv # step <TAB> seconds <TAB> peak RSS KiB <TAB> CPU seconds
 STORED=$WORK/stored.tsv   # step <TAB> stored bytes
 LOGS=$WORK/logs
 ONLY_BASELINES=0
+ZSTD_LEVEL=${FERRY_BENCH_ZSTD:-1}
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() {
@@ -69,9 +77,11 @@ drop_caches() {
 
 # measure STEP [--warm] [--sync PATH] -- cmd...
 # Runs cmd (output to $LOGS/STEP.log) after dropping the page cache (unless
-# --warm), then sync -f PATH if given; records wall seconds and peak RSS (KiB).
+# --warm), then sync -f PATH if given; records wall seconds, peak RSS (KiB)
+# and the command's CPU seconds (user + sys: steadier than wall time when
+# other work shares the machine).
 measure() {
-	local step=$1 warm=0 sync_path="" t0 t1 secs rss
+	local step=$1 warm=0 sync_path="" t0 t1 secs rss cpu
 	shift
 	while [[ $# -gt 0 && $1 != -- ]]; do
 		case $1 in
@@ -89,17 +99,17 @@ measure() {
 	((warm)) || drop_caches
 	log "$step: $*"
 	t0=$(date +%s%N)
-	if ! /usr/bin/time -f %M -o "$WORK/.rss" "$@" >"$LOGS/$step.log" 2>&1; then
+	if ! /usr/bin/time -f '%M %U %S' -o "$WORK/.rss" "$@" >"$LOGS/$step.log" 2>&1; then
 		tail -n 20 "$LOGS/$step.log" >&2 || true
 		die "$step failed: $* (log: $LOGS/$step.log)"
 	fi
 	[[ -z $sync_path ]] || sync -f "$sync_path"
 	t1=$(date +%s%N)
 	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
-	rss=$(tail -n 1 "$WORK/.rss")
+	read -r rss cpu < <(tail -n 1 "$WORK/.rss" | awk '{ printf "%s %.2f\n", $1, $2 + $3 }')
 	[[ $rss =~ ^[0-9]+$ ]] || rss=""
-	printf '%s\t%s\t%s\n' "$step" "$secs" "$rss" >>"$RESULTS"
-	log "$step: ${secs} s, peak RSS ${rss:-?} KiB"
+	printf '%s\t%s\t%s\t%s\n' "$step" "$secs" "$rss" "$cpu" >>"$RESULTS"
+	log "$step: ${secs} s, ${cpu} s CPU, peak RSS ${rss:-?} KiB"
 }
 
 record_stored() { printf '%s\t%s\n' "$1" "$2" >>"$STORED"; }
@@ -116,6 +126,7 @@ same_or_die() {
 get() { awk -F'\t' -v s="$2" -v c="$3" '$1 == s { v = $c } END { print v }' "$1"; }
 secs_of() { get "$RESULTS" "$1" 2; }
 rss_of() { get "$RESULTS" "$1" 3; }
+cpu_of() { get "$RESULTS" "$1" 4; }
 stored_of() { get "$STORED" "$1" 2; }
 
 # ---------------------------------------------------------------- sections ---
@@ -142,6 +153,16 @@ section_ferry() {
 	same_or_die "$IMG" "$WORK/ferry-out.img"
 	rm -f "$WORK/ferry-out.img"
 
+	# The same into a library created with zstd (a library's compression is
+	# fixed when it is created).
+	local zlib=$WORK/library-zstd
+	measure ferry_zstd_capture --sync "$WORK" -- "$FERRY" capture "$IMG" --library "$zlib" --name v1 --compression "zstd:$ZSTD_LEVEL"
+	sync
+	record_stored ferry_zstd_capture "$(size_b "$zlib")"
+	measure ferry_zstd_restore --sync "$WORK/ferry-out.img" -- "$FERRY" restore v1 "$WORK/ferry-out.img" --library "$zlib"
+	same_or_die "$IMG" "$WORK/ferry-out.img"
+	rm -rf "$WORK/ferry-out.img" "$zlib"
+
 	before=$(size_b "$lib")
 	measure ferry_incr --sync "$WORK" -- "$FERRY" capture "$IMG2" --library "$lib" --name v2 --parent v1
 	sync
@@ -165,8 +186,11 @@ section_casync() {
 	local store=$WORK/casync.store before
 	measure casync_make --sync "$WORK" -- casync make --store="$store" "$WORK/v1.caibx" "$IMG"
 	sync
-	# Stored = chunk store + index, as a restore needs both.
+	# Stored = chunk store + index, as a restore needs both. du -sb also
+	# counts the store's directories (one per 4-hex-digit id prefix, 4 KiB
+	# each): casync_make_files is the bytes of its files alone.
 	record_stored casync_make "$(size_b "$store" "$WORK/v1.caibx")"
+	record_stored casync_make_files "$(find "$store" "$WORK/v1.caibx" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')"
 
 	measure casync_extract --sync "$WORK/casync-out.img" -- casync extract --store="$store" "$WORK/v1.caibx" "$WORK/casync-out.img"
 	same_or_die "$IMG" "$WORK/casync-out.img"
@@ -222,6 +246,10 @@ section_server() {
 	measure ferry_disk_capture --sync "$WORK" -- "$FERRY" capture --disk "$IMG" --library "$WORK/disk-library" --name s1
 	sync
 	record_stored ferry_disk_capture "$(size_b "$WORK/disk-library")"
+	measure ferry_disk_zstd --sync "$WORK" -- "$FERRY" capture --disk "$IMG" --library "$WORK/disk-library-zstd" --name s1 --compression "zstd:$ZSTD_LEVEL"
+	sync
+	record_stored ferry_disk_zstd "$(size_b "$WORK/disk-library-zstd")"
+	rm -rf "$WORK/disk-library-zstd"
 	local size
 	# Deploy of each plan of layout (a): equal, bigger (block + grow) and
 	# smaller (file tree into a fresh ext4).
@@ -274,14 +302,17 @@ report() {
 	echo "  debian-v2.img  $(du -h --apparent-size "$IMG2" | cut -f1) apparent, $(du -h "$IMG2" | cut -f1) allocated; changed bytes (4 KiB blocks) $changed"
 	((ONLY_BASELINES)) || echo "ferry: $FERRY ($("$FERRY" --version 2>/dev/null | head -n 1 || echo 'no --version'))"
 	echo
-	printf '%-16s %9s %12s %13s %15s\n' step seconds "ratio vs cp" "peak RSS MB" "stored bytes"
-	printf '%-16s %9s %12s %13s %15s\n' ---- ------- ----------- ----------- ------------
-	while IFS=$'\t' read -r step secs rss; do
+	printf '%-20s %9s %12s %9s %13s %15s\n' step seconds "ratio vs cp" "CPU s" "peak RSS MB" "stored bytes"
+	printf '%-20s %9s %12s %9s %13s %15s\n' ---- ------- ----------- ----- ----------- ------------
+	while IFS=$'\t' read -r step secs rss cpu; do
 		stored=$(stored_of "$step")
 		ratio=$(div "$secs" "$cp")
-		printf '%-16s %9s %12s %13s %15s\n' "$step" "$secs" "${ratio:--}" \
+		printf '%-20s %9s %12s %9s %13s %15s\n' "$step" "$secs" "${ratio:--}" "${cpu:--}" \
 			"$(r=$(mb "$rss"); echo "${r:--}")" "${stored:--}"
 	done <"$RESULTS"
+	if [[ -n $(stored_of casync_make_files) ]]; then
+		echo "casync make stored: $(stored_of casync_make) bytes by du -sb, $(stored_of casync_make_files) in files"
+	fi
 	echo
 	if [[ -n $(stored_of casync_incr) ]]; then
 		echo "casync incremental: $(stored_of casync_incr) bytes = $(div "$(stored_of casync_incr)" "$changed")x changed bytes"
@@ -296,8 +327,9 @@ report() {
 		echo "  restore time   $(div "$(secs_of casync_extract)" "$(secs_of ferry_restore)")x"
 		echo "  incremental    $(div "$(secs_of casync_incr)" "$(secs_of ferry_incr)")x time, $(div "$(stored_of casync_incr)" "$(stored_of ferry_incr)")x stored"
 		echo "  stored bytes   $(div "$(stored_of casync_make)" "$(stored_of ferry_capture)")x (LZ4 against casync's zstd)"
+		echo "  stored bytes   $(div "$(stored_of casync_make)" "$(stored_of ferry_zstd_capture)")x (zstd:$ZSTD_LEVEL against casync's zstd:3)"
 	fi
-	for step in ferry_capture ferry_restore ferry_incr ferry_disk_capture ferry_disk_16G ferry_deploy_2G ferry_deploy_4G ferry_deploy_1536M; do
+	for step in ferry_capture ferry_restore ferry_zstd_capture ferry_zstd_restore ferry_incr ferry_disk_capture ferry_disk_16G ferry_deploy_2G ferry_deploy_4G ferry_deploy_1536M; do
 		r=$(rss_of "$step")
 		[[ -z $r ]] || max_rss=$(awk -v a="${max_rss:-0}" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
 	done
@@ -306,6 +338,10 @@ report() {
 	target "ferry capture time (s) <= 2 x cp" "$(secs_of ferry_capture)" "<=" "$(mul "$cp" 2)"
 	target "ferry restore time (s) <= 1.5 x cp" "$(secs_of ferry_restore)" "<=" "$(mul "$cp" 1.5)"
 	target "ferry stored (bytes) <= casync stored" "$(stored_of ferry_capture)" "<=" "$(stored_of casync_make)"
+	target "zstd:$ZSTD_LEVEL capture time (s) <= 2 x cp" "$(secs_of ferry_zstd_capture)" "<=" "$(mul "$cp" 2)"
+	target "zstd:$ZSTD_LEVEL restore time (s) <= 1.5 x cp" "$(secs_of ferry_zstd_restore)" "<=" "$(mul "$cp" 1.5)"
+	target "zstd:$ZSTD_LEVEL stored (bytes) <= casync stored" "$(stored_of ferry_zstd_capture)" "<=" "$(stored_of casync_make)"
+	target "zstd:$ZSTD_LEVEL stored <= casync's files alone" "$(stored_of ferry_zstd_capture)" "<=" "$(stored_of casync_make_files)"
 	target "ferry incremental stored <= 1.3 x changed" "$(stored_of ferry_incr)" "<=" \
 		"$(awk -v c="$changed" 'BEGIN { printf "%d", c * 1.3 }')"
 	target "ferry peak RSS (MB) <= 300" \
@@ -324,6 +360,7 @@ report() {
 	target "disk capture --disk (s) <= 1.0 x cp" "$(secs_of ferry_disk_capture)" "<=" "$cp"
 	target "16 GiB disk (s) <= 1.3 x 1.2 GiB disk" "$(secs_of ferry_disk_16G)" "<=" "$(mul "$(secs_of ferry_disk_1200M)" 1.3)"
 	target "disk capture stored <= casync stored" "$(stored_of ferry_disk_capture)" "<=" "$(stored_of casync_make)"
+	target "disk capture zstd:$ZSTD_LEVEL stored <= casync stored" "$(stored_of ferry_disk_zstd)" "<=" "$(stored_of casync_make)"
 	((ONLY_BASELINES)) && echo "(ferry steps skipped: --only-baselines)"
 	true
 }

@@ -312,7 +312,7 @@ pub fn capture_tree(
     let cached = AtomicU64::new(0);
     let mut throttle = Throttle::new(progress, "capture", 0);
     let (pack_tx, pack_rx) = bounded(1);
-    let mut collector = Collector::new(&index, pack_tx);
+    let mut collector = Collector::new(&index, lib.compression(), pack_tx);
     let mut meta = MetaStream::new(&params);
     let mut current: Option<(Entry, Content)> = None;
     let mut summary = TreeStream {
@@ -329,9 +329,11 @@ pub fn capture_tree(
         let writer = s.spawn(|| pack_writer(lib, pack_rx, &errors));
         let (src, cache, index, read, cached, params) =
             (source.as_ref(), &cache, &index, &read, &cached, &params);
+        let compression = lib.compression();
         run_pipeline(
             s,
             index,
+            compression,
             workers,
             &errors,
             move |emit: &mut Emit<'_, Tag>| produce(src, cache, index, params, emit, read, cached),
@@ -527,7 +529,7 @@ fn store_meta(b: Batch, list: &mut ChunkList, collector: &mut Collector<'_>, err
             Piece::Chunk { start, len } => {
                 let h = HashedChunk::new(&b.data[start..start + len]);
                 let mut stored = Vec::new();
-                let codec = h.compress_into(&mut stored);
+                let codec = h.compress_into(&mut stored, collector.compression);
                 collector.add(h.id, codec, len as u32, &stored, errors);
                 list.push_chunk(h.id, len as u32);
             }

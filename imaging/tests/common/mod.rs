@@ -13,3 +13,21 @@ pub fn xorshift(len: usize, mut x: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Captures disk image `src` into `lib` as image `name` (raw, two workers).
+#[allow(dead_code)] // not every test file captures raw images
+pub fn capture_raw(
+    lib: &imaging::Library,
+    src: &std::path::Path,
+    name: &str,
+    parent: Option<&str>,
+) -> imaging::Manifest {
+    let req = imaging::CaptureRequest {
+        mode: imaging::DiskMode::Raw,
+        name: name.into(),
+        parent: parent.map(str::to_string),
+        sources: vec![src.to_path_buf()],
+        workers: 2,
+    };
+    imaging::capture(lib, &req, &imaging::NoProgress).expect("capture")
+}
