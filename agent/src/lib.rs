@@ -16,6 +16,7 @@
 pub mod adapt;
 pub mod blockdev;
 pub mod deploy;
+pub mod mailbox;
 pub mod mkfs;
 pub mod plan;
 pub mod survey;
