@@ -52,6 +52,9 @@ enum Cmd {
     Image(cli::image::ImageCmd),
     /// The driver library, and which kernel modules a machine's devices need.
     Drivers(cli::drivers::DriversArgs),
+    /// Boot media and the ramdisk swap that bring the agent onto a machine.
+    #[command(subcommand)]
+    Boot(cli::boot::BootCmd),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Cmd::Plan(c) => cli::deploy::run_plan(&args.library, c),
         Cmd::Deploy(c) => cli::deploy::run_deploy(&args.library, c),
         Cmd::Drivers(c) => cli::drivers::run(c),
+        Cmd::Boot(c) => cli::boot::run(c),
     };
     match result {
         Ok(code) => code,

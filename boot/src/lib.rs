@@ -7,6 +7,7 @@
 //! and the ramdisk swap that moves a running Linux machine onto the agent by
 //! kexec or a one-shot grub entry.
 //!
-//! Nothing is implemented yet: this crate is a documented placeholder in the
-//! workspace layout.
+//! Implemented so far: [`swap`], the ramdisk swap.
 #![forbid(unsafe_code)]
+
+pub mod swap;
