@@ -19,6 +19,7 @@ pub mod deploy;
 pub mod mailbox;
 pub mod mkfs;
 pub mod plan;
+pub mod ramdisk;
 pub mod survey;
 pub mod table;
 pub mod tool;

@@ -42,7 +42,9 @@ pub struct Archive {
 }
 
 fn clean(path: &str) -> String {
-    path.trim_start_matches('/').trim_end_matches('/').to_string()
+    path.trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string()
 }
 
 impl Archive {
@@ -55,7 +57,14 @@ impl Archive {
     pub fn insert(&mut self, path: &str, entry: Entry) {
         let path = clean(path);
         let mut parent = String::new();
-        for part in path.split('/').rev().skip(1).collect::<Vec<_>>().into_iter().rev() {
+        for part in path
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             if !parent.is_empty() {
                 parent.push('/');
             }
@@ -249,7 +258,11 @@ mod tests {
     /// The system's cpio(1) reads what we write, with the same types.
     #[test]
     fn cpio_tool_lists_it() {
-        if std::process::Command::new("cpio").arg("--version").output().is_err() {
+        if std::process::Command::new("cpio")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             eprintln!("SKIP: cpio(1) is not installed");
             return;
         }
@@ -266,12 +279,25 @@ mod tests {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("cpio runs");
-        child.stdin.take().expect("piped").write_all(&out).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(&out)
+            .expect("write");
         let listing = child.wait_with_output().expect("cpio output");
         let text = String::from_utf8_lossy(&listing.stdout);
         assert!(listing.status.success(), "{text}");
         assert!(text.contains("bin/sh -> busybox"), "{text}");
-        assert!(text.lines().any(|l| l.starts_with("crw-rw-rw-") && l.contains("dev/null")), "{text}");
-        assert!(text.lines().any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with("init")), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("crw-rw-rw-") && l.contains("dev/null")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with("init")),
+            "{text}"
+        );
     }
 }

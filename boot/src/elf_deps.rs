@@ -134,8 +134,10 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<Needs, ElfDepsError> {
     let mut runpath = Vec::new();
     let mut o = dyn_off;
     while o + 16 <= dyn_off.saturating_add(dyn_size) {
-        let tag = u64_at(data, o).ok_or_else(|| bad(&format!("dynamic entry at {o} out of file")))?;
-        let val = u64_at(data, o + 8).ok_or_else(|| bad(&format!("dynamic entry at {o} out of file")))?;
+        let tag =
+            u64_at(data, o).ok_or_else(|| bad(&format!("dynamic entry at {o} out of file")))?;
+        let val =
+            u64_at(data, o + 8).ok_or_else(|| bad(&format!("dynamic entry at {o} out of file")))?;
         match tag {
             0 => break,
             DT_NEEDED => needed.push(val),
@@ -158,9 +160,12 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<Needs, ElfDepsError> {
         needs.needed.push(string(v)?);
     }
     for v in runpath {
-        needs
-            .runpath
-            .extend(string(v)?.split(':').filter(|s| !s.is_empty()).map(String::from));
+        needs.runpath.extend(
+            string(v)?
+                .split(':')
+                .filter(|s| !s.is_empty())
+                .map(String::from),
+        );
     }
     Ok(needs)
 }
@@ -244,7 +249,11 @@ pub fn closure(root: &Path, program: &Path) -> Result<BTreeSet<PathBuf>, ElfDeps
             out.insert(PathBuf::from(&interp));
             todo.push(PathBuf::from(interp));
         }
-        let origin = file.parent().unwrap_or(Path::new("/")).display().to_string();
+        let origin = file
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .display()
+            .to_string();
         let mut search: Vec<PathBuf> = needs
             .runpath
             .iter()
@@ -295,13 +304,22 @@ mod tests {
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect();
         assert!(names.iter().any(|n| n.starts_with("libc.so")), "{names:?}");
-        assert!(names.iter().any(|n| n.starts_with("libext2fs.so")), "{names:?}");
-        assert!(names.iter().any(|n| n.starts_with("ld-linux-x86-64")), "{names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with("libext2fs.so")),
+            "{names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n.starts_with("ld-linux-x86-64")),
+            "{names:?}"
+        );
     }
 
     #[test]
     fn static_busybox_and_scripts_need_nothing() {
-        assert_eq!(parse(Path::new("x"), b"#!/bin/sh\n").expect("script"), Needs::default());
+        assert_eq!(
+            parse(Path::new("x"), b"#!/bin/sh\n").expect("script"),
+            Needs::default()
+        );
         let bb = Path::new("/bin/busybox");
         if bb.exists() {
             let data = std::fs::read(bb).expect("read busybox");

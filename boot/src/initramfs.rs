@@ -140,7 +140,16 @@ pub fn assemble(opts: &InitramfsOptions) -> Result<(Archive, InitramfsReport), B
     for top in ["bin", "sbin", "lib", "lib64"] {
         a.symlink(top, &format!("usr/{top}"));
     }
-    for d in ["usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "etc", "root", "run", "var"] {
+    for d in [
+        "usr/bin",
+        "usr/sbin",
+        "usr/lib",
+        "usr/lib64",
+        "etc",
+        "root",
+        "run",
+        "var",
+    ] {
         a.dir(d, 0o755);
     }
     a.dir("proc", 0o555);
@@ -179,10 +188,18 @@ pub fn assemble(opts: &InitramfsOptions) -> Result<(Archive, InitramfsReport), B
         if name.is_empty() || name == "busybox" || name == "init" || name == "linuxrc" {
             continue;
         }
-        let dir = if applet.contains("sbin/") { "usr/sbin" } else { "usr/bin" };
+        let dir = if applet.contains("sbin/") {
+            "usr/sbin"
+        } else {
+            "usr/bin"
+        };
         a.symlink(&format!("{dir}/{name}"), "/usr/bin/busybox");
     }
-    a.file("usr/share/udhcpc/default.script", UDHCPC_SCRIPT.as_bytes().to_vec(), 0o755);
+    a.file(
+        "usr/share/udhcpc/default.script",
+        UDHCPC_SCRIPT.as_bytes().to_vec(),
+        0o755,
+    );
 
     // Programs and their libraries.
     let mut programs = Vec::new();
@@ -208,9 +225,7 @@ pub fn assemble(opts: &InitramfsOptions) -> Result<(Archive, InitramfsReport), B
                 skipped.push(path.to_string());
                 continue;
             }
-            return Err(BootError::MissingProgram {
-                path: host,
-            });
+            return Err(BootError::MissingProgram { path: host });
         }
         let data = read(&host)?;
         prog_bytes += data.len() as u64;
@@ -232,11 +247,19 @@ pub fn assemble(opts: &InitramfsOptions) -> Result<(Archive, InitramfsReport), B
     // Kernel modules.
     let sel = modules::select(&opts.modules, &opts.module_list, &opts.exclude_modules)?;
     let version = modules::version_of(&opts.modules);
-    let staging = tempfile::tempdir().map_err(BootError::io("creating a temporary directory in", &std::env::temp_dir()))?;
+    let staging = tempfile::tempdir().map_err(BootError::io(
+        "creating a temporary directory in",
+        &std::env::temp_dir(),
+    ))?;
     let staged = staging.path().join(&version);
     modules::stage(&sel, &staged)?;
     let mut mod_bytes = 0u64;
-    add_tree(&mut a, &staged, &format!("usr/lib/modules/{version}"), &mut mod_bytes)?;
+    add_tree(
+        &mut a,
+        &staged,
+        &format!("usr/lib/modules/{version}"),
+        &mut mod_bytes,
+    )?;
     parts.insert("modules".into(), mod_bytes);
 
     if let Some(cfg) = &opts.config {
@@ -266,7 +289,9 @@ fn add_tree(a: &mut Archive, dir: &Path, prefix: &str, bytes: &mut u64) -> Resul
     for e in entries {
         let path = e.path();
         let name = format!("{prefix}/{}", e.file_name().to_string_lossy());
-        let ft = e.file_type().map_err(BootError::io("reading the type of", &path))?;
+        let ft = e
+            .file_type()
+            .map_err(BootError::io("reading the type of", &path))?;
         if ft.is_dir() {
             a.dir(&name, 0o755);
             add_tree(a, &path, &name, bytes)?;

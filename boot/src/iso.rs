@@ -28,8 +28,23 @@ pub const MARKER: &str = "ferry/ferry-media.id";
 
 /// grub modules both images need.
 const COMMON_MODULES: &[&str] = &[
-    "iso9660", "part_msdos", "part_gpt", "fat", "normal", "configfile", "linux", "search",
-    "search_fs_file", "echo", "serial", "terminal", "test", "gzio", "boot", "ls", "cat",
+    "iso9660",
+    "part_msdos",
+    "part_gpt",
+    "fat",
+    "normal",
+    "configfile",
+    "linux",
+    "search",
+    "search_fs_file",
+    "echo",
+    "serial",
+    "terminal",
+    "test",
+    "gzio",
+    "boot",
+    "ls",
+    "cat",
 ];
 
 /// What goes on the ISO.
@@ -87,7 +102,12 @@ pub fn efi_image(bootx64: &Path, out: &Path) -> Result<(), BootError> {
             .arg(out)
             .arg(kib.to_string()),
     )?;
-    run_tool(Command::new("mmd").arg("-i").arg(out).args(["::/EFI", "::/EFI/BOOT"]))?;
+    run_tool(
+        Command::new("mmd")
+            .arg("-i")
+            .arg(out)
+            .args(["::/EFI", "::/EFI/BOOT"]),
+    )?;
     run_tool(
         Command::new("mcopy")
             .arg("-i")
@@ -99,20 +119,26 @@ pub fn efi_image(bootx64: &Path, out: &Path) -> Result<(), BootError> {
 
 /// Builds the ISO.
 pub fn build(opts: &IsoOptions) -> Result<(), BootError> {
-    let work = tempfile::tempdir()
-        .map_err(BootError::io("creating a temporary directory in", &std::env::temp_dir()))?;
+    let work = tempfile::tempdir().map_err(BootError::io(
+        "creating a temporary directory in",
+        &std::env::temp_dir(),
+    ))?;
     let tree = work.path().join("tree");
     let grub = tree.join("boot/grub");
     let ferry = tree.join("ferry");
     for d in [&grub, &ferry] {
         std::fs::create_dir_all(d).map_err(BootError::io("creating", d))?;
     }
-    std::fs::copy(&opts.kernel, ferry.join("vmlinuz")).map_err(BootError::io("copying", &opts.kernel))?;
-    std::fs::copy(&opts.initrd, ferry.join("initrd.img")).map_err(BootError::io("copying", &opts.initrd))?;
+    std::fs::copy(&opts.kernel, ferry.join("vmlinuz"))
+        .map_err(BootError::io("copying", &opts.kernel))?;
+    std::fs::copy(&opts.initrd, ferry.join("initrd.img"))
+        .map_err(BootError::io("copying", &opts.initrd))?;
     let marker = tree.join(MARKER);
-    std::fs::write(&marker, "ferry agent boot medium\n").map_err(BootError::io("writing", &marker))?;
+    std::fs::write(&marker, "ferry agent boot medium\n")
+        .map_err(BootError::io("writing", &marker))?;
     let cfg = grub.join("grub.cfg");
-    std::fs::write(&cfg, grub_cfg(&opts.cmdline, opts.timeout)).map_err(BootError::io("writing", &cfg))?;
+    std::fs::write(&cfg, grub_cfg(&opts.cmdline, opts.timeout))
+        .map_err(BootError::io("writing", &cfg))?;
     let early = work.path().join("early.cfg");
     std::fs::write(&early, early_cfg()).map_err(BootError::io("writing", &early))?;
 

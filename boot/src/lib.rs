@@ -112,7 +112,14 @@ pub(crate) fn run_tool(cmd: &mut std::process::Command) -> Result<(), BootError>
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    let tail: String = err.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = err
+        .chars()
+        .rev()
+        .take(2000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     Err(BootError::Tool {
         tool: line,
         status: out.status.to_string(),

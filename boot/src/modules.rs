@@ -63,7 +63,12 @@ pub fn select(tree: &Path, list: &str, exclude: &[String]) -> Result<Selection, 
             }
         } else {
             let glob = Pattern::new(&normalize_module_name(pattern));
-            wanted.extend(names.iter().filter(|n| glob.matches(n)).map(|n| n.to_string()));
+            wanted.extend(
+                names
+                    .iter()
+                    .filter(|n| glob.matches(n))
+                    .map(|n| n.to_string()),
+            );
         }
         if wanted.len() == before && !km.is_builtin(&normalize_module_name(pattern)) {
             unmatched.push(pattern.to_string());
@@ -99,7 +104,11 @@ pub fn stage(sel: &Selection, dest: &Path) -> Result<usize, BootError> {
         }
         std::fs::copy(&from, &to).map_err(BootError::io("copying", &from))?;
     }
-    for name in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
+    for name in [
+        "modules.builtin",
+        "modules.builtin.modinfo",
+        "modules.order",
+    ] {
         let from = sel.tree.join(name);
         if from.is_file() {
             std::fs::copy(&from, dest.join(name)).map_err(BootError::io("copying", &from))?;
@@ -164,12 +173,17 @@ pub fn default_kernel(root: &Path) -> Result<(PathBuf, PathBuf), BootError> {
                 .strip_prefix("vmlinuz-")
                 .map(String::from)
         })
-        .filter(|v| root.join("lib/modules").join(v).join("modules.dep").is_file())
+        .filter(|v| {
+            root.join("lib/modules")
+                .join(v)
+                .join("modules.dep")
+                .is_file()
+        })
         .collect();
     versions.sort_by(|a, b| version_cmp(a, b));
-    let v = versions.pop().ok_or_else(|| BootError::NoKernel {
-        boot: boot.clone(),
-    })?;
+    let v = versions
+        .pop()
+        .ok_or_else(|| BootError::NoKernel { boot: boot.clone() })?;
     Ok((
         boot.join(format!("vmlinuz-{v}")),
         root.join("lib/modules").join(v),
@@ -196,9 +210,29 @@ mod tests {
         };
         let sel = select(&tree, DEFAULT_LIST, &["virtio_blk".into()]).expect("host tree");
         for m in [
-            "virtio_pci", "virtio_net", "nvme", "ahci", "ata_piix", "mpt3sas", "megaraid_sas",
-            "hv_storvsc", "hv_netvsc", "xen_blkfront", "xen_netfront", "e1000", "e1000e", "igb",
-            "ixgbe", "i40e", "vmxnet3", "ena", "ext4", "xfs", "vfat", "sd_mod", "jbd2",
+            "virtio_pci",
+            "virtio_net",
+            "nvme",
+            "ahci",
+            "ata_piix",
+            "mpt3sas",
+            "megaraid_sas",
+            "hv_storvsc",
+            "hv_netvsc",
+            "xen_blkfront",
+            "xen_netfront",
+            "e1000",
+            "e1000e",
+            "igb",
+            "ixgbe",
+            "i40e",
+            "vmxnet3",
+            "ena",
+            "ext4",
+            "xfs",
+            "vfat",
+            "sd_mod",
+            "jbd2",
         ] {
             assert!(sel.names.contains(m), "{m} missing from the selection");
         }

@@ -72,11 +72,16 @@ pub fn build(opts: &PxeOptions) -> Result<(), BootError> {
     let dir = &opts.output;
     std::fs::create_dir_all(dir.join("pxelinux.cfg"))
         .map_err(BootError::io("creating", &dir.join("pxelinux.cfg")))?;
-    std::fs::copy(&opts.kernel, dir.join("vmlinuz")).map_err(BootError::io("copying", &opts.kernel))?;
-    std::fs::copy(&opts.initrd, dir.join("initrd.img")).map_err(BootError::io("copying", &opts.initrd))?;
+    std::fs::copy(&opts.kernel, dir.join("vmlinuz"))
+        .map_err(BootError::io("copying", &opts.kernel))?;
+    std::fs::copy(&opts.initrd, dir.join("initrd.img"))
+        .map_err(BootError::io("copying", &opts.initrd))?;
     write(&dir.join("boot.ipxe"), &ipxe_script(&opts.cmdline))?;
     write(&dir.join("grub.cfg"), &grub_net_cfg(&opts.cmdline))?;
-    write(&dir.join("pxelinux.cfg/default"), &pxelinux_cfg(&opts.cmdline))
+    write(
+        &dir.join("pxelinux.cfg/default"),
+        &pxelinux_cfg(&opts.cmdline),
+    )
 }
 
 #[cfg(test)]
@@ -87,7 +92,10 @@ mod tests {
     fn every_config_names_the_same_files_and_cmdline() {
         let c = "console=ttyS0 ferry.server=https://m:8443";
         for text in [ipxe_script(c), grub_net_cfg(c), pxelinux_cfg(c)] {
-            assert!(text.contains("vmlinuz") && text.contains("initrd.img"), "{text}");
+            assert!(
+                text.contains("vmlinuz") && text.contains("initrd.img"),
+                "{text}"
+            );
             assert!(text.contains(c), "{text}");
             // Relative names only: the same files work over TFTP and HTTPS.
             assert!(!text.replace(c, "").contains("://"), "{text}");

@@ -2,6 +2,8 @@
 //! each subcommand.
 
 pub mod adapt;
+pub mod agent;
+pub mod boot;
 pub mod capture;
 pub mod deploy;
 pub mod drivers;
