@@ -10,6 +10,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The static (musl) build: musl's malloc roughly halves chunking and LZ4
+// throughput; mimalloc restores it (boot/bench-alloc.sh, README).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Move whole servers between physical, virtual and cloud machines.
 #[derive(Parser)]
 #[command(name = "ferry", version, about)]
@@ -52,7 +58,11 @@ enum Cmd {
     Image(cli::image::ImageCmd),
     /// The driver library, and which kernel modules a machine's devices need.
     Drivers(cli::drivers::DriversArgs),
-    /// Boot media and the ramdisk swap that bring the agent onto a machine.
+    /// The agent: as the ramdisk's init it brings the machine up (modules,
+    /// network), surveys it and serves its mailbox.
+    Agent(cli::agent::AgentArgs),
+    /// Boot media for the agent (ramdisk, hybrid ISO, network boot) and
+    /// the ramdisk swap of a running machine.
     #[command(subcommand)]
     Boot(cli::boot::BootCmd),
 }
@@ -64,7 +74,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let args = Args::parse();
+    // Started by the kernel as the ramdisk's /init: be `ferry agent`,
+    // whatever words of the kernel command line came as arguments.
+    let argv0 = std::env::args_os().next();
+    let args = if cli::agent::started_as_init(argv0.as_ref()) {
+        Args::parse_from(["ferry", "agent"])
+    } else {
+        Args::parse()
+    };
     cli::init_logging(args.verbose);
     let result = match args.cmd {
         Cmd::Capture(c) => cli::capture::run(&args.library, c),
@@ -75,6 +92,7 @@ fn main() -> ExitCode {
         Cmd::Plan(c) => cli::deploy::run_plan(&args.library, c),
         Cmd::Deploy(c) => cli::deploy::run_deploy(&args.library, c),
         Cmd::Drivers(c) => cli::drivers::run(c),
+        Cmd::Agent(c) => cli::agent::run(c),
         Cmd::Boot(c) => cli::boot::run(c),
     };
     match result {

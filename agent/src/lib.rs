@@ -20,6 +20,7 @@ pub mod mailbox;
 pub mod mkfs;
 pub mod plan;
 pub mod runner;
+pub mod ramdisk;
 pub mod survey;
 pub mod table;
 pub mod tool;

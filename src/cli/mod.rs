@@ -2,6 +2,7 @@
 //! each subcommand.
 
 pub mod adapt;
+pub mod agent;
 pub mod boot;
 pub mod boot_swap;
 pub mod capture;

@@ -44,6 +44,16 @@ impl Machine {
         }
     }
 
+    /// A machine from explicit QEMU arguments (`@DISK@` and
+    /// `@OVMF_VARS@` are substituted as in fixtures), for media tests
+    /// that boot an ISO or the network instead of a fixture's disk.
+    pub fn from_args(config: &str, args: &[&str]) -> Machine {
+        Machine {
+            config: config.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
     /// Whether it boots with OVMF.
     pub fn is_uefi(&self) -> bool {
         self.args.iter().any(|a| a.contains("OVMF"))

@@ -1,0 +1,538 @@
+//! PID-1 mode: the agent as the init of its ramdisk (issue 6).
+//!
+//! [`supervise`] is what runs as PID 1: it mounts proc, sys, devtmpfs, run
+//! and /tmp, starts the agent proper as its child (`ferry agent --pid1`),
+//! and from then on only reaps: every orphan on the system becomes its
+//! child and is waited for, so no zombie stays. When the agent exits (a
+//! fatal error, or a crash), it offers a rescue shell on the console and
+//! starts it again each time it exits. PID 1 never exits (that would panic
+//! the kernel).
+//!
+//! [`bring_up`] is the agent proper's start: coldplug ([`coldplug`]), a
+//! bounded wait for disks and NICs, the network ([`net`]), the
+//! configuration ([`config`]), the survey, the mailbox. Each step prints a
+//! `ferry-agent: ` line on the console; [`survey_line`] is the stable
+//! one-line summary tests look for. Outside a ramdisk (`--no-pid1`, a
+//! fixture root), nothing is mounted, loaded or configured: coldplug only
+//! plans and the network is left alone.
+
+pub mod coldplug;
+pub mod config;
+pub mod net;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::mailbox::{self, Mailbox};
+use crate::survey::{self, HardwareSurvey};
+
+pub use config::AgentConfig;
+
+/// Why bring-up failed: printed as `ferry-agent: FATAL: …`.
+#[derive(Debug, thiserror::Error)]
+pub enum RamdiskError {
+    /// The survey could not read sysfs.
+    #[error(transparent)]
+    Survey(#[from] survey::SurveyError),
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    /// No disks appeared.
+    #[error("no disks: none appeared within {waited:?}{hint}")]
+    NoDisks {
+        /// How long it waited.
+        waited: Duration,
+        /// Storage controllers no module claimed, when known.
+        hint: String,
+    },
+    /// The network is needed (a remote mailbox) but did not come up.
+    #[error("no network, and the mailbox {server} needs one: {reason}")]
+    NoNetwork {
+        /// The configured server.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// The mailbox could not be opened.
+    #[error("mailbox {server}: {reason}")]
+    Mailbox {
+        /// The configured server.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How to bring up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The root whose /sys, /proc and /etc are read (`/`).
+    pub root: PathBuf,
+    /// Really bring the machine up: load modules, configure the network.
+    pub machine: bool,
+    /// The module tree (default ROOT/lib/modules/`uname -r`).
+    pub modules: Option<PathBuf>,
+    /// The kernel command line (default ROOT/proc/cmdline).
+    pub cmdline: Option<String>,
+    /// How long to wait for disks and NICs.
+    pub device_wait: Duration,
+    /// Modules never to load (tests).
+    pub skip_modules: Vec<String>,
+}
+
+/// A brought-up agent.
+pub struct Ready {
+    /// Its configuration.
+    pub config: AgentConfig,
+    /// The survey.
+    pub survey: HardwareSurvey,
+    /// The mailbox, when one is configured.
+    pub mailbox: Option<Mailbox>,
+}
+
+/// Prints a console line.
+pub fn say(msg: &str) {
+    println!("ferry-agent: {msg}");
+}
+
+/// Seconds since the kernel started (ROOT/proc/uptime).
+pub fn uptime(root: &Path) -> Option<f64> {
+    std::fs::read_to_string(root.join("proc/uptime"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// This process's resident memory in KiB (/proc/self/status VmRSS).
+pub fn rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn hex_id(s: Option<&str>) -> String {
+    s.map(|v| v.trim_start_matches("0x").to_string())
+        .unwrap_or_else(|| "????".into())
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// The stable one-line survey summary:
+/// `survey: 6 pci devices [8086:1237 …]; disks: vda 2.0 GiB virtio_blk serial=…; nics: eth0 52:54:00:12:34:56 e1000`.
+pub fn survey_line(s: &HardwareSurvey) -> String {
+    let ids: Vec<String> = s
+        .pci
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}",
+                hex_id(d.vendor.as_deref()),
+                hex_id(d.device.as_deref())
+            )
+        })
+        .collect();
+    let disks: Vec<String> = s
+        .disks
+        .iter()
+        .map(|d| {
+            let mut t = format!(
+                "{} {}",
+                d.name,
+                d.size.map(gib).unwrap_or_else(|| "?".into())
+            );
+            if !d.drivers.is_empty() {
+                t.push(' ');
+                t.push_str(&d.drivers.join(","));
+            }
+            if let Some(serial) = d.serial.as_deref().or(d.wwn.as_deref()) {
+                t.push_str(&format!(" serial={serial}"));
+            }
+            t
+        })
+        .collect();
+    let nics: Vec<String> = s
+        .nics
+        .iter()
+        .map(|n| {
+            format!(
+                "{} {} {}",
+                n.name,
+                n.mac.as_deref().unwrap_or("?"),
+                n.driver.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    let none = |v: Vec<String>| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "survey: {} pci devices [{}]; disks: {}; nics: {}",
+        s.pci.len(),
+        ids.join(" "),
+        none(disks),
+        none(nics)
+    )
+}
+
+fn kernel_release(root: &Path) -> Option<String> {
+    std::fs::read_to_string(root.join("proc/sys/kernel/osrelease"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Storage controllers (PCI class 01) with no driver bound.
+fn unclaimed_storage(s: &HardwareSurvey) -> Vec<String> {
+    s.pci
+        .iter()
+        .filter(|d| d.base_class() == Some(0x01) && d.driver.is_none())
+        .map(|d| {
+            format!(
+                "{} {}:{}",
+                d.address,
+                hex_id(d.vendor.as_deref()),
+                hex_id(d.device.as_deref())
+            )
+        })
+        .collect()
+}
+
+/// Brings the agent up (see the module documentation).
+pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)> {
+    let root = &opts.root;
+    let cmdline = opts
+        .cmdline
+        .clone()
+        .unwrap_or_else(|| std::fs::read_to_string(root.join("proc/cmdline")).unwrap_or_default());
+    // The configuration first: a bad one is fatal before anything is done.
+    let cfg = config::load(root, &cmdline).map_err(|e| (e.into(), None))?;
+
+    // Coldplug.
+    let tree_dir = opts
+        .modules
+        .clone()
+        .or_else(|| kernel_release(root).map(|r| root.join("lib/modules").join(r)));
+    let tree = tree_dir
+        .as_ref()
+        .and_then(|d| match drivers_db::KernelModules::load(d) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                say(&format!("coldplug: no module tree: {e}"));
+                None
+            }
+        });
+    let mut plug = coldplug::Coldplug::default();
+    for m in &opts.skip_modules {
+        plug.failed.insert(m.clone(), "skipped".into());
+    }
+    let started = Instant::now();
+    if let Some(tree) = &tree {
+        coldplug::run(root, tree, opts.machine, coldplug::ALWAYS, &mut plug);
+        if opts.machine {
+            say(&format!(
+                "coldplug: loaded {} modules in {} rounds: {}",
+                plug.loaded.len(),
+                plug.rounds,
+                plug.loaded.join(" ")
+            ));
+        } else {
+            say(&format!(
+                "coldplug (dry run): would load {}",
+                plug.planned.join(" ")
+            ));
+        }
+    }
+    // Wait (bounded) for disks and NICs, re-running coldplug for devices
+    // that appear late (SCSI disks behind a just-loaded HBA).
+    let mut s = survey::survey(root).map_err(|e| (e.into(), None))?;
+    while opts.machine
+        && (s.disks.is_empty() || s.nics.is_empty())
+        && started.elapsed() < opts.device_wait
+    {
+        std::thread::sleep(Duration::from_millis(250));
+        if let Some(tree) = &tree {
+            coldplug::run(root, tree, true, &[], &mut plug);
+        }
+        s = survey::survey(root).map_err(|e| (e.into(), None))?;
+    }
+    for (m, why) in &plug.failed {
+        if why != "skipped" {
+            say(&format!("coldplug: {m}: {why}"));
+        }
+    }
+    say(&format!(
+        "devices: disks [{}], nics [{}]",
+        s.disks
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        s.nics
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+
+    // The network.
+    let words = config::split_cmdline(&cmdline);
+    let mut net_error = None;
+    if opts.machine {
+        match net::parse_ip(config::cmdline_value(&words, "ip").as_deref()) {
+            Err(e) => net_error = Some(e),
+            Ok(ipcfg) => {
+                let nics: Vec<String> = s.nics.iter().map(|n| n.name.clone()).collect();
+                match net::configure(root, &ipcfg, &nics) {
+                    Ok(lines) if lines.is_empty() => say("network: off (ip=off)"),
+                    Ok(lines) => say(&format!("network: {}", lines.join("; "))),
+                    Err(e) => net_error = Some(e),
+                }
+            }
+        }
+        if let Some(e) = &net_error {
+            say(&format!("network: not configured: {e}"));
+        }
+    }
+
+    // The mailbox.
+    let mailbox = match &cfg.server {
+        None => {
+            say("mailbox: none configured (ferry.server=); the survey is on the console only");
+            None
+        }
+        Some(server) => match open_mailbox(server) {
+            Ok(m) => Some(m),
+            Err(reason) => {
+                return Err((
+                    RamdiskError::Mailbox {
+                        server: server.clone(),
+                        reason,
+                    },
+                    None,
+                ))
+            }
+        },
+    };
+    // Survey once more, now that everything is up, and print it.
+    let s = survey::survey(root).map_err(|e| (e.into(), None))?;
+    say(&survey_line(&s));
+    if s.disks.is_empty() {
+        let unclaimed = unclaimed_storage(&s);
+        let hint = if unclaimed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; storage controllers without a driver in this ramdisk: {}",
+                unclaimed.join(", ")
+            )
+        };
+        return Err((
+            RamdiskError::NoDisks {
+                waited: opts.device_wait,
+                hint,
+            },
+            mailbox,
+        ));
+    }
+    if let (Some(e), true) = (net_error, cfg.needs_network()) {
+        return Err((
+            RamdiskError::NoNetwork {
+                server: cfg.server.clone().unwrap_or_default(),
+                reason: e,
+            },
+            mailbox,
+        ));
+    }
+    Ok(Ready {
+        config: cfg,
+        survey: s,
+        mailbox,
+    })
+}
+
+/// Opens the mailbox a server URL names. On this branch only `file://`
+/// mailboxes exist; HTTPS and S3 arrive with the manager.
+pub fn open_mailbox(server: &str) -> Result<Mailbox, String> {
+    if let Some(dir) = server.strip_prefix("file://") {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
+        let t = mailbox::LocalTransport::new(dir);
+        return Mailbox::new(Box::new(t), 0).map_err(|e| e.to_string());
+    }
+    Err("https mailboxes arrive with the manager (issue 7)".into())
+}
+
+/// The status an agent writes.
+pub fn status(
+    state: mailbox::AgentState,
+    survey: Option<&HardwareSurvey>,
+    error: Option<String>,
+) -> mailbox::Status {
+    mailbox::Status {
+        protocol: mailbox::PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        state,
+        step: None,
+        progress: None,
+        job: None,
+        last_command: 0,
+        error,
+        identity: survey
+            .map(mailbox::MachineIdentity::from_survey)
+            .unwrap_or_default(),
+        survey: survey.cloned(),
+        updated_ms: 0,
+    }
+}
+
+/// Mounts the kernel's file systems under `root` (PID 1 only). Already
+/// mounted ones (EBUSY) are fine; other failures are printed, not fatal.
+pub fn mount_kernel_filesystems(root: &Path) {
+    use nix::mount::{mount, MsFlags};
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let table: [(&str, &str, MsFlags, &str); 6] = [
+        ("proc", "proc", nosuid, ""),
+        ("sys", "sysfs", nosuid, ""),
+        ("dev", "devtmpfs", MsFlags::MS_NOSUID, "mode=0755"),
+        (
+            "run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=0755",
+        ),
+        (
+            "tmp",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=1777",
+        ),
+        ("sys/firmware/efi/efivars", "efivarfs", nosuid, ""),
+    ];
+    for (dir, fstype, flags, data) in table {
+        let target = root.join(dir);
+        if fstype == "efivarfs" && !target.is_dir() {
+            continue;
+        }
+        let _ = std::fs::create_dir_all(&target);
+        match mount(Some(fstype), &target, Some(fstype), flags, Some(data)) {
+            Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
+            Err(e) => say(&format!("mount {fstype} on {}: {e}", target.display())),
+        }
+    }
+    let pts = root.join("dev/pts");
+    let _ = std::fs::create_dir_all(&pts);
+    let _ = mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID,
+        Some("gid=5,mode=620"),
+    );
+}
+
+/// PID 1: mounts, starts `agent` (the command that runs the agent proper),
+/// reaps every process, and keeps a rescue shell on the console once the
+/// agent has exited. Never returns.
+pub fn supervise(root: &Path, mut agent: std::process::Command) -> ! {
+    mount_kernel_filesystems(root);
+    std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    std::env::set_var("HOME", "/root");
+    std::env::set_var("TERM", "linux");
+    say(&format!(
+        "PID 1 started {:.1} s after the kernel",
+        uptime(root).unwrap_or(0.0)
+    ));
+    let child = match agent.spawn() {
+        Ok(c) => Some(c.id() as i32),
+        Err(e) => {
+            say(&format!("FATAL: starting the agent: {e}"));
+            None
+        }
+    };
+    let mut shell: Option<i32> = None;
+    let mut agent_pid = child;
+    if agent_pid.is_none() {
+        shell = spawn_shell();
+    }
+    loop {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        match waitpid(None, None) {
+            Ok(st) => {
+                let pid = st.pid().map(|p| p.as_raw());
+                if pid.is_some() && pid == agent_pid {
+                    agent_pid = None;
+                    let how = match st {
+                        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+                        WaitStatus::Signaled(_, sig, _) => format!("was killed by {sig}"),
+                        other => format!("stopped ({other:?})"),
+                    };
+                    say(&format!("the agent {how}"));
+                    shell = spawn_shell();
+                } else if pid.is_some() && pid == shell {
+                    std::thread::sleep(Duration::from_secs(1));
+                    shell = spawn_shell();
+                }
+            }
+            Err(nix::errno::Errno::ECHILD) => {
+                // Nothing to wait for (should not happen: the shell is
+                // always running); do not spin.
+                std::thread::sleep(Duration::from_secs(1));
+                if shell.is_none() && agent_pid.is_none() {
+                    shell = spawn_shell();
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Starts the rescue shell on the console (busybox `cttyhack` gives it a
+/// controlling terminal, so job control and ^C work).
+fn spawn_shell() -> Option<i32> {
+    say("rescue shell on the console: type `exit` to get a new one, `reboot -f` to restart");
+    let mut cmd = if Path::new("/usr/bin/cttyhack").exists() {
+        let mut c = std::process::Command::new("/usr/bin/cttyhack");
+        c.arg("/bin/sh");
+        c
+    } else {
+        std::process::Command::new("/bin/sh")
+    };
+    match cmd.spawn() {
+        Ok(c) => Some(c.id() as i32),
+        Err(e) => {
+            say(&format!("starting /bin/sh: {e}"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_of_the_virtio_fixture_names_its_devices() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hw/virtio");
+        let s = survey::survey(&root).expect("fixture");
+        let line = survey_line(&s);
+        assert!(
+            line.starts_with(&format!("survey: {} pci devices [", s.pci.len())),
+            "{line}"
+        );
+        assert!(line.contains("1af4:1001"), "{line}");
+        assert!(line.contains("disks: vda "), "{line}");
+        assert!(line.contains("virtio_blk"), "{line}");
+        assert!(line.contains("nics: "), "{line}");
+    }
+}

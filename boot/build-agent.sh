@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# build-agent.sh — builds the agent: ferry as one static x86_64 musl binary
+# (symbols stripped, no debug info), for `ferry boot` to put in the ramdisk.
+# Needs Debian's musl-tools (musl-gcc compiles ring, blake3, zstd and
+# mimalloc) and the rustup target x86_64-unknown-linux-musl.
+# Output: target/x86_64-unknown-linux-musl/release/ferry
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl ||
+  rustup target add x86_64-unknown-linux-musl
+export CC_x86_64_unknown_linux_musl=musl-gcc
+export CARGO_PROFILE_RELEASE_DEBUG=none
+export CARGO_PROFILE_RELEASE_STRIP=symbols
+cargo build --release --locked --target x86_64-unknown-linux-musl --bin ferry "$@"
+out=target/x86_64-unknown-linux-musl/release/ferry
+file "$out" | grep -q 'static' || { echo "build-agent: $out is not statically linked" >&2; exit 1; }
+ls -l "$out"
