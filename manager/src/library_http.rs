@@ -298,7 +298,9 @@ async fn list(
     ))
 }
 
-pub use tls::{serve_tls, server_config, test_certificates, TestServer, TlsListener};
+pub use tls::{
+    serve_tls, server_config, test_certificates, test_certificates_for, TestServer, TlsListener,
+};
 
 mod tls {
     //! TLS for the library routes outside `ferry serve`: a listener that
@@ -410,6 +412,14 @@ mod tls {
     /// A CA and a server certificate for `127.0.0.1`/`localhost` signed by it:
     /// (CA PEM, server chain PEM, server key PEM).
     pub fn test_certificates() -> Result<(String, String, String), rcgen::Error> {
+        test_certificates_for(&[])
+    }
+
+    /// [`test_certificates`], the server's also valid for `names` (IP
+    /// addresses or DNS names).
+    pub fn test_certificates_for(
+        names: &[String],
+    ) -> Result<(String, String, String), rcgen::Error> {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
         let ca_key = KeyPair::generate()?;
         let mut ca = CertificateParams::new(Vec::<String>::new())?;
@@ -420,7 +430,13 @@ mod tls {
         let ca_cert = ca.self_signed(&ca_key)?;
         let issuer = rcgen::Issuer::new(ca, ca_key);
         let key = KeyPair::generate()?;
-        let params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])?;
+        let mut sans = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        for n in names {
+            if !n.is_empty() && !sans.contains(n) {
+                sans.push(n.clone());
+            }
+        }
+        let params = CertificateParams::new(sans)?;
         let cert = params.signed_by(&key, &issuer)?;
         Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
     }
@@ -449,8 +465,12 @@ mod tls {
             addr: &str,
             wrap: impl FnOnce(Router) -> Router + Send + 'static,
         ) -> io::Result<TestServer> {
+            let host = addr
+                .parse::<SocketAddr>()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
             let (ca_pem, chain, key) =
-                test_certificates().map_err(|e| io::Error::other(e.to_string()))?;
+                test_certificates_for(&[host]).map_err(|e| io::Error::other(e.to_string()))?;
             TestServer::start_with(store, addr, &ca_pem, &chain, &key, wrap)
         }
 

@@ -25,6 +25,7 @@
 //!
 //! **Keys** crossing the network are checked by [`check_key`] on both ends.
 
+pub(crate) mod adaptive;
 pub mod http;
 pub mod s3;
 
