@@ -16,7 +16,8 @@
 //! - [`verify`] and [`gc`] check and prune a library.
 //!
 //! Storage is behind the [`store::Store`] trait; [`store::LocalStore`] (a
-//! directory) is the default. Every write is atomic (temp file, fsync,
+//! directory) is the default; [`remote`] opens libraries served over HTTPS
+//! or kept in S3 from a URL. Every write is atomic (temp file, fsync,
 //! rename) and ordered packs → index → chunk lists → manifest, so a crash at
 //! any moment leaves a library in which nothing referenced is missing.
 //!
@@ -41,6 +42,7 @@ pub mod library;
 pub mod manifest;
 pub mod pack;
 pub mod progress;
+pub mod remote;
 pub mod restore;
 pub mod server;
 pub mod store;

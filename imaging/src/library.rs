@@ -234,7 +234,28 @@ impl Library {
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,
             Err(e) => return Err(Error::io("opening library", path.display(), e)),
         };
-        let store = Box::new(LocalStore::new(path));
+        Library::open_or_create_with(Box::new(LocalStore::new(path)), empty, compression)
+    }
+
+    /// Opens the library in `store`, or creates it there (with
+    /// `compression`, LZ4 if `None`) if the store holds no object at all:
+    /// how a capture opens a network library.
+    pub fn open_or_create_store(
+        store: Box<dyn Store>,
+        compression: Option<Compression>,
+    ) -> Result<Library> {
+        let empty = store
+            .list("")
+            .map_err(|e| Error::io("listing", store.location(), e))?
+            .is_empty();
+        Library::open_or_create_with(store, empty, compression)
+    }
+
+    fn open_or_create_with(
+        store: Box<dyn Store>,
+        empty: bool,
+        compression: Option<Compression>,
+    ) -> Result<Library> {
         if empty {
             return Library::create_with(
                 store,

@@ -15,10 +15,15 @@
 //! device they are zeroed with `BLKZEROOUT`, unless the caller says the
 //! device already reads zeros.
 //!
-//! Pipeline: the planner walks the chunk list, seeds, and reads pack ranges
+//! Pipeline: the planner walks the chunk list, seeds, and plans pack reads
 //! (merging adjacent records into one read of up to [`READ_BATCH`] bytes);
 //! workers decompress, verify and write with positional writes, coalescing
-//! contiguous chunks into one write.
+//! contiguous chunks into one write. On a local store the planner reads
+//! the planned ranges itself. On a network store
+//! ([`crate::store::Store::parallel_reads`]) a pool of fetch threads
+//! performs them concurrently under an adaptive limit
+//! (`remote::adaptive`: grows while throughput grows, from 4 up to
+//! [`MAX_FETCHES`]); writes are positional, so batches land in any order.
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -37,12 +42,16 @@ use crate::index::{Index, Location};
 use crate::library::Library;
 use crate::manifest::{BlockStream, DiskContent};
 use crate::progress::{ProgressSink, Throttle};
+use crate::remote::adaptive::Limiter;
 use crate::store::LockMode;
 
 /// Pack bytes read per batch.
 pub const READ_BATCH: usize = 4 << 20;
 /// Batches queued for workers.
 const QUEUE: usize = 4;
+/// The most range reads in flight from a network store (at [`READ_BATCH`]
+/// each, the client's buffer ceiling is 128 MiB).
+pub const MAX_FETCHES: usize = 32;
 
 /// How to restore.
 #[derive(Clone, Debug, Default)]
@@ -74,6 +83,9 @@ pub struct RestoreStats {
     pub chunks_fetched: u64,
     /// Stored bytes read from the library.
     pub bytes_fetched: u64,
+    /// Range reads in flight at most (1 for a local store, whose reads the
+    /// planner does itself; the adaptive limit's peak for a network store).
+    pub read_concurrency: usize,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -85,9 +97,36 @@ struct Job {
     at: usize,
 }
 
+/// One planned read: `len` bytes of pack `pack` at `start`, into the
+/// batch's data at `at`.
+struct Read {
+    pack: u32,
+    start: u64,
+    len: usize,
+    at: usize,
+}
+
 struct ReadBatch {
     data: Vec<u8>,
+    /// The batch's size once its reads are done.
+    len: usize,
+    reads: Vec<Read>,
     jobs: Vec<Job>,
+}
+
+impl ReadBatch {
+    /// Performs the planned reads into `data`.
+    fn read(&mut self, lib: &Library, index: &Index) -> Result<()> {
+        self.data.resize(self.len, 0);
+        for r in &self.reads {
+            lib.read_pack_range(
+                &index.pack_id(r.pack),
+                r.start,
+                &mut self.data[r.at..r.at + r.len],
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Restores disk `opts.disk` of image `name` onto `target`. Only raw
@@ -189,9 +228,11 @@ pub fn restore_stream(
     let workers = default_workers(opts.workers);
     let mut throttle = Throttle::new(progress, "restore", stream.size);
     let (tx, rx) = bounded::<ReadBatch>(QUEUE);
+    let parallel = lib.store().parallel_reads();
+    let limiter = Limiter::new(MAX_FETCHES);
 
     std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
+        let mut handles: Vec<_> = (0..workers)
             .map(|_| {
                 let rx = rx.clone();
                 let (lib, target, written, errors) = (lib, target, &written, &errors);
@@ -199,12 +240,28 @@ pub fn restore_stream(
             })
             .collect();
         drop(rx);
+        // Network stores: planned batches go to the fetch pool, which
+        // passes them on, read, to the workers.
+        let to_workers = tx.clone();
+        let (fetch_tx, fetch_rx) = bounded::<ReadBatch>(MAX_FETCHES);
+        let planned_tx = if parallel {
+            for _ in 0..MAX_FETCHES {
+                let (rx, tx) = (fetch_rx.clone(), to_workers.clone());
+                let (limiter, errors) = (&limiter, &errors);
+                handles.push(s.spawn(move || fetch_batches(lib, index, rx, tx, limiter, errors)));
+            }
+            Some(fetch_tx)
+        } else {
+            None
+        };
+        drop((fetch_rx, to_workers));
         let mut planner = Planner {
             lib,
             index,
             target,
             batch: None,
             tx,
+            fetch_tx: planned_tx,
         };
         let planned = planner.run(
             list.extents(),
@@ -225,6 +282,7 @@ pub fn restore_stream(
     });
     errors.result()?;
     stats.bytes_written = written.load(Ordering::Relaxed);
+    stats.read_concurrency = if parallel { limiter.peak() } else { 1 };
     throttle.finish(stream.size);
     stats.seconds = started.elapsed().as_secs_f64();
     Ok(stats)
@@ -236,6 +294,8 @@ struct Planner<'a> {
     target: &'a Target,
     batch: Option<ReadBatch>,
     tx: crossbeam_channel::Sender<ReadBatch>,
+    /// The fetch pool's queue, for a network store.
+    fetch_tx: Option<crossbeam_channel::Sender<ReadBatch>>,
 }
 
 impl Planner<'_> {
@@ -295,8 +355,7 @@ impl Planner<'_> {
             );
         }
         self.fetch(&mut pending)?;
-        self.send();
-        Ok(())
+        self.send()
     }
 
     /// True if the target already holds chunk `id` at `pos`.
@@ -334,8 +393,8 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// Reads the records of `pending` chunks into batches, one read per run
-    /// of adjacent records in a pack.
+    /// Plans reads of the records of `pending` chunks into batches, one
+    /// read per run of adjacent records in a pack.
     fn fetch(&mut self, pending: &mut Vec<(u64, Location)>) -> Result<()> {
         let mut i = 0;
         while i < pending.len() {
@@ -356,15 +415,18 @@ impl Planner<'_> {
             let start = u64::from(first.entry.offset);
             let batch = self.batch.get_or_insert_with(|| ReadBatch {
                 data: Vec::new(),
+                len: 0,
+                reads: Vec::new(),
                 jobs: Vec::new(),
             });
-            let base = batch.data.len();
-            batch.data.resize(base + (end - start) as usize, 0);
-            self.lib.read_pack_range(
-                &self.index.pack_id(first.pack),
+            let base = batch.len;
+            batch.len += (end - start) as usize;
+            batch.reads.push(Read {
+                pack: first.pack,
                 start,
-                &mut batch.data[base..],
-            )?;
+                len: (end - start) as usize,
+                at: base,
+            });
             for (target_off, loc) in &pending[i..j] {
                 let at = base + (u64::from(loc.entry.offset) - start) as usize;
                 batch.jobs.push(Job {
@@ -373,8 +435,8 @@ impl Planner<'_> {
                     at,
                 });
             }
-            if batch.data.len() >= READ_BATCH {
-                self.send();
+            if batch.len >= READ_BATCH {
+                self.send()?;
             }
             i = j;
         }
@@ -382,10 +444,53 @@ impl Planner<'_> {
         Ok(())
     }
 
-    fn send(&mut self) {
-        if let Some(b) = self.batch.take() {
-            // A closed channel means the workers stopped on an error they recorded.
-            let _ = self.tx.send(b);
+    /// Hands the current batch on: to the fetch pool, or (local store)
+    /// read here and on to the workers.
+    fn send(&mut self) -> Result<()> {
+        let Some(mut b) = self.batch.take() else {
+            return Ok(());
+        };
+        // A closed channel means the workers stopped on an error they recorded.
+        match &self.fetch_tx {
+            Some(fetch) => {
+                let _ = fetch.send(b);
+            }
+            None => {
+                b.read(self.lib, self.index)?;
+                let _ = self.tx.send(b);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A fetch thread: performs planned batches' reads under the adaptive
+/// limit and passes them to the workers.
+fn fetch_batches(
+    lib: &Library,
+    index: &Index,
+    rx: Receiver<ReadBatch>,
+    tx: crossbeam_channel::Sender<ReadBatch>,
+    limiter: &Limiter,
+    errors: &FirstError,
+) {
+    for mut batch in rx {
+        if errors.is_set() {
+            return;
+        }
+        limiter.acquire();
+        let result = batch.read(lib, index);
+        limiter.release(batch.len as u64, result.is_ok());
+        match result {
+            Ok(()) => {
+                if tx.send(batch).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                errors.set(e);
+                return;
+            }
         }
     }
 }

@@ -64,6 +64,42 @@ pub trait Store: Send + Sync {
     /// Removes leftovers of interrupted writes (temp files). Only called
     /// under the exclusive lock.
     fn clean_temp(&self) -> io::Result<u64>;
+
+    /// [`Store::put`], but only if `key` is absent: `ErrorKind::AlreadyExists`
+    /// otherwise. The default checks, then puts (not atomic against a racing
+    /// writer); stores that can do better (`O_EXCL`-style links, S3's
+    /// `If-None-Match`) override it.
+    fn put_new(&self, key: &str, data: &[u8]) -> io::Result<()> {
+        match self.size(key) {
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} already exists", self.describe(key)),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.put(key, data),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The size of one object. `ErrorKind::NotFound` if absent.
+    fn size(&self, key: &str) -> io::Result<u64> {
+        self.list(key)?
+            .into_iter()
+            .find(|o| o.key == key)
+            .map(|o| o.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} not found", self.describe(key)),
+                )
+            })
+    }
+
+    /// True if reads are worth issuing concurrently (network stores, where
+    /// one request's round trip leaves the link idle); false for local
+    /// stores, whose reads the restore pipeline keeps on its planner thread.
+    fn parallel_reads(&self) -> bool {
+        false
+    }
 }
 
 /// How many pack files a [`LocalStore`] keeps open for ranged reads.
@@ -251,6 +287,39 @@ impl Store for LocalStore {
         }
     }
 
+    fn size(&self, key: &str) -> io::Result<u64> {
+        let md = fs::metadata(self.path(key))?;
+        if md.is_file() {
+            Ok(md.len())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a file", self.describe(key)),
+            ))
+        }
+    }
+
+    fn put_new(&self, key: &str, data: &[u8]) -> io::Result<()> {
+        // The temp file is linked into place: link(2) fails if the name
+        // exists, so two racing creators cannot both win.
+        let dest = self.path(key);
+        let tmp_dir = self.root.join("tmp");
+        create_dirs(&tmp_dir)?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = tmp_dir.join(format!("{}.{n}.tmp", std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            let parent = dest.parent().expect("keys have a directory");
+            create_dirs(parent)?;
+            fs::hard_link(&tmp, &dest)?;
+            sync_dir(parent)
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
     fn clean_temp(&self) -> io::Result<u64> {
         let mut n = 0;
         let dir = self.root.join("tmp");
@@ -295,6 +364,15 @@ mod tests {
         s.delete("packs/ab/abc.pack").expect("delete is idempotent");
         assert!(s.list("packs/").expect("list").is_empty());
         assert_eq!(s.clean_temp().expect("clean"), 0);
+        s.put_new("images/b.json", b"1").expect("created");
+        let err = s.put_new("images/b.json", b"2").expect_err("exists");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(s.get("images/b.json").expect("get"), b"1");
+        assert_eq!(s.size("images/b.json").expect("size"), 1);
+        assert_eq!(
+            s.size("images/none.json").expect_err("absent").kind(),
+            io::ErrorKind::NotFound
+        );
     }
 
     #[test]

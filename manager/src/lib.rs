@@ -10,3 +10,6 @@
 //! Nothing is implemented yet: this crate is a documented placeholder in the
 //! workspace layout.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod library_http;

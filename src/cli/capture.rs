@@ -53,10 +53,14 @@ pub struct CaptureArgs {
     json: bool,
 }
 
-/// Runs `ferry capture`. The library is created if the directory is new or empty.
+/// Runs `ferry capture`. The library is created if the directory (or the
+/// network store) is new or empty.
 pub fn run(library: &Path, a: CaptureArgs) -> anyhow::Result<ExitCode> {
-    let lib = Library::open_or_create_local_with(library, a.compression)
-        .with_context(|| format!("opening library {}", library.display()))?;
+    let lib = match super::remote_store(library)? {
+        Some(store) => Library::open_or_create_store(store, a.compression),
+        None => Library::open_or_create_local_with(library, a.compression),
+    }
+    .with_context(|| format!("opening library {}", library.display()))?;
     let progress = CliProgress::new();
     let m = if a.files {
         let [source] = <[PathBuf; 1]>::try_from(a.sources)

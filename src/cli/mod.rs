@@ -38,9 +38,25 @@ pub fn init_logging(verbose: u8) {
         .init();
 }
 
-/// Opens an existing library, with the path in any error.
+/// Opens an existing library, with the path or URL in any error: a
+/// directory, `file:///dir`, `https://host:port/v1/library` (token from
+/// `$FERRY_TOKEN`, CA from `$FERRY_CA`) or `s3://bucket/prefix?endpoint=…`
+/// (see `imaging::remote`).
 pub fn open_library(path: &Path) -> anyhow::Result<Library> {
-    Library::open_local(path).with_context(|| format!("opening library {}", path.display()))
+    match remote_store(path)? {
+        Some(store) => Library::open(store),
+        None => Library::open_local(path),
+    }
+    .with_context(|| format!("opening library {}", path.display()))
+}
+
+/// The store of a library given as a URL; `None` for a plain path.
+pub fn remote_store(path: &Path) -> anyhow::Result<Option<Box<dyn imaging::store::Store>>> {
+    let Some(s) = path.to_str().filter(|s| s.contains("://")) else {
+        return Ok(None);
+    };
+    let opts = imaging::remote::RemoteOptions::from_env()?;
+    Ok(Some(imaging::remote::open_store(s, &opts)?))
 }
 
 /// Bytes for people: `1.50 GiB`.

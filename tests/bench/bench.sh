@@ -20,6 +20,8 @@
 #                    (casync compresses every chunk with zstd level 3; its
 #                    du -sb counts one directory per chunk-id prefix as well)
 #   file trees     tar -c / -x, ferry --files capture, restore, re-capture, casync catar
+#   net            tests/bench/net.sh: restore local, over loopback HTTPS, over
+#                  100 Mbit/s + 50 ms between namespaces, 8 concurrent (server RSS)
 #   server images  ferry capture --disk of debian.img (LZ4, and zstd); deploy of it onto 2 GiB
 #                  (equal), 4 GiB (grow) and 1.5 GiB (file tree) image files; the
 #                  Debian tree on a 1.2 GiB and a 16 GiB disk captured --disk
@@ -130,7 +132,7 @@ cpu_of() { get "$RESULTS" "$1" 4; }
 stored_of() { get "$STORED" "$1" 2; }
 
 # ---------------------------------------------------------------- sections ---
-SECTIONS=(cp ferry casync tree server)
+SECTIONS=(cp ferry casync tree server net)
 
 section_cp() {
 	measure cp_cold --sync "$WORK/cp.img" -- cp --sparse=always "$IMG" "$WORK/cp.img"
@@ -290,6 +292,18 @@ mul() { if [[ -n $1 && -n $2 ]]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%
 div() { if [[ -n $1 && -n $2 && $2 != 0 ]]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; fi; }
 mb() { if [[ -n $1 ]]; then awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; fi; }
 
+# Libraries over the network (issue 7): tests/bench/net.sh on the same image
+# (local, loopback HTTPS, 100 Mbit/s 50 ms between namespaces, 8 concurrent
+# restores); its report is appended to ours.
+section_net() {
+	((ONLY_BASELINES)) && return 0
+	log "net: tests/bench/net.sh"
+	if ! FERRY=$FERRY "$REPO/tests/bench/net.sh" "$IMG" "$WORK/net" 2>"$LOGS/net.log"; then
+		log "net.sh failed; see $LOGS/net.log"
+		echo "net.sh failed (see $LOGS/net.log)" >"$WORK/net/net-report.txt"
+	fi
+}
+
 report() {
 	local cp step secs rss stored ratio changed max_rss="" r
 	cp=$(secs_of cp_cold)
@@ -361,6 +375,11 @@ report() {
 	target "16 GiB disk (s) <= 1.3 x 1.2 GiB disk" "$(secs_of ferry_disk_16G)" "<=" "$(mul "$(secs_of ferry_disk_1200M)" 1.3)"
 	target "disk capture stored <= casync stored" "$(stored_of ferry_disk_capture)" "<=" "$(stored_of casync_make)"
 	target "disk capture zstd:$ZSTD_LEVEL stored <= casync stored" "$(stored_of ferry_disk_zstd)" "<=" "$(stored_of casync_make)"
+	if [[ -f $WORK/net/net-report.txt ]]; then
+		echo
+		echo "library over the network (issue 7; targets: loopback >= 70 % of local, >= 90 % of link rate, server RSS <= 150 MB):"
+		sed 's/^/  /' "$WORK/net/net-report.txt"
+	fi
 	((ONLY_BASELINES)) && echo "(ferry steps skipped: --only-baselines)"
 	true
 }
