@@ -52,6 +52,15 @@ enum Cmd {
     Image(cli::image::ImageCmd),
     /// The driver library, and which kernel modules a machine's devices need.
     Drivers(cli::drivers::DriversArgs),
+    /// Run the manager: mailboxes, jobs and PXE media over HTTPS (--init
+    /// creates its CA, certificate and tokens).
+    Serve(cli::serve::ServeArgs),
+    /// List agents: state, online or offline, last heartbeat, hardware.
+    Agents(cli::agents::AgentsArgs),
+    /// List jobs.
+    Jobs(cli::jobs::JobsArgs),
+    /// Show a job, or follow it with a progress bar until it ends.
+    Job(cli::jobs::JobArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +81,10 @@ fn main() -> ExitCode {
         Cmd::Plan(c) => cli::deploy::run_plan(&args.library, c),
         Cmd::Deploy(c) => cli::deploy::run_deploy(&args.library, c),
         Cmd::Drivers(c) => cli::drivers::run(c),
+        Cmd::Serve(c) => cli::serve::run(c),
+        Cmd::Agents(c) => cli::agents::run(c),
+        Cmd::Jobs(c) => cli::jobs::run_list(c),
+        Cmd::Job(c) => cli::jobs::run_one(c),
     };
     match result {
         Ok(code) => code,

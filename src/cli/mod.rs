@@ -2,12 +2,16 @@
 //! each subcommand.
 
 pub mod adapt;
+pub mod agents;
 pub mod capture;
 pub mod deploy;
 pub mod drivers;
 pub mod image;
+pub mod jobs;
 pub mod progress;
+pub mod remote;
 pub mod restore;
+pub mod serve;
 pub mod survey;
 
 use std::path::Path;
