@@ -209,7 +209,10 @@ mod tests {
         let s = Secret::generate().expect("secret");
         let other = Secret::generate().expect("secret");
         let id = MailboxId::generate().expect("id");
-        assert_eq!(s.check_token(&s.operator_token()), Some(Principal::Operator));
+        assert_eq!(
+            s.check_token(&s.operator_token()),
+            Some(Principal::Operator)
+        );
         assert_eq!(s.check_token(&s.enroll_token()), Some(Principal::Enroll));
         assert_eq!(
             s.check_token(&s.agent_token(&id)),
@@ -218,14 +221,18 @@ mod tests {
         assert_eq!(s.check_token(&other.operator_token()), None);
         // An agent's MAC with another id in front is worthless.
         let id2 = MailboxId::generate().expect("id");
-        let forged = s
-            .agent_token(&id)
-            .replace(id.as_str(), id2.as_str());
+        let forged = s.agent_token(&id).replace(id.as_str(), id2.as_str());
         assert_eq!(s.check_token(&forged), None);
         // The enrollment MAC under the operator prefix is not the operator.
         let swapped = s.enroll_token().replace(ENROLL_PREFIX, OPERATOR_PREFIX);
         assert_eq!(s.check_token(&swapped), None);
-        for junk in ["", "ferry-op.", "ferry-op.zz", "Bearer x", "ferry-agent.x.y"] {
+        for junk in [
+            "",
+            "ferry-op.",
+            "ferry-op.zz",
+            "Bearer x",
+            "ferry-agent.x.y",
+        ] {
             assert_eq!(s.check_token(junk), None, "{junk:?}");
         }
         let back = Secret::from_hex(&s.to_hex()).expect("hex");
@@ -240,11 +247,17 @@ mod tests {
         assert!(s.check_capability(path, &q, 999));
         assert!(s.check_capability(path, &q, 1000));
         assert!(!s.check_capability(path, &q, 1001), "expired");
-        assert!(!s.check_capability(&format!("{path}x"), &q, 10), "other path");
+        assert!(
+            !s.check_capability(&format!("{path}x"), &q, 10),
+            "other path"
+        );
         let later = q.replace("exp=1000", "exp=2000");
         assert!(!s.check_capability(path, &later, 10), "extended expiry");
         let padded = q.replace("exp=1000", "exp=01000");
-        assert!(!s.check_capability(path, &padded, 10), "non-canonical expiry");
+        assert!(
+            !s.check_capability(path, &padded, 10),
+            "non-canonical expiry"
+        );
         assert!(!s.check_capability(path, "exp=1000", 10));
         assert!(!s.check_capability(path, "", 10));
     }
@@ -255,12 +268,32 @@ mod tests {
         let other = MailboxId::generate().expect("id");
         let a = Principal::Agent(id.clone());
         assert!(may_access_file(&a, "PUT", &id, "status.json"));
-        assert!(may_access_file(&a, "PUT", &id, "resp-00000000000000000001.json"));
-        assert!(!may_access_file(&a, "PUT", &id, "cmd-00000000000000000001.json"));
-        assert!(may_access_file(&a, "DELETE", &id, "cmd-00000000000000000001.json"));
+        assert!(may_access_file(
+            &a,
+            "PUT",
+            &id,
+            "resp-00000000000000000001.json"
+        ));
+        assert!(!may_access_file(
+            &a,
+            "PUT",
+            &id,
+            "cmd-00000000000000000001.json"
+        ));
+        assert!(may_access_file(
+            &a,
+            "DELETE",
+            &id,
+            "cmd-00000000000000000001.json"
+        ));
         assert!(!may_access_file(&a, "DELETE", &id, "status.json"));
         assert!(!may_access_file(&a, "GET", &other, "status.json"));
-        assert!(!may_access_file(&Principal::Enroll, "GET", &id, "status.json"));
+        assert!(!may_access_file(
+            &Principal::Enroll,
+            "GET",
+            &id,
+            "status.json"
+        ));
         assert!(may_access_file(&Principal::Operator, "PUT", &id, "cmd-1"));
     }
 }

@@ -79,10 +79,9 @@ impl Client {
     pub fn capability(&self, path: &str, ttl_s: u64) -> io::Result<String> {
         let body = serde_json::json!({ "path": path, "ttl_s": ttl_s });
         let v: serde_json::Value = self.call(reqwest::Method::POST, "/v1/caps", Some(body))?;
-        let rel = v
-            .get("url")
-            .and_then(|u| u.as_str())
-            .ok_or_else(|| io::Error::other(format!("{}/v1/caps: no url in the answer", self.base)))?;
+        let rel = v.get("url").and_then(|u| u.as_str()).ok_or_else(|| {
+            io::Error::other(format!("{}/v1/caps: no url in the answer", self.base))
+        })?;
         Ok(format!("{}{rel}", self.base))
     }
 }

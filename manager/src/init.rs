@@ -160,10 +160,22 @@ pub fn init(dir: &Path, extra_sans: &[String]) -> Result<Initialised, InitError>
     write_private(dir, CA_FILE, ca_cert.pem().as_bytes())?;
     write_private(dir, KEY_FILE, server_key.serialize_pem().as_bytes())?;
     write_private(dir, CERT_FILE, server_cert.pem().as_bytes())?;
-    write_private(dir, OPERATOR_TOKEN_FILE, format!("{operator_token}\n").as_bytes())?;
-    write_private(dir, ENROLL_TOKEN_FILE, format!("{enroll_token}\n").as_bytes())?;
+    write_private(
+        dir,
+        OPERATOR_TOKEN_FILE,
+        format!("{operator_token}\n").as_bytes(),
+    )?;
+    write_private(
+        dir,
+        ENROLL_TOKEN_FILE,
+        format!("{enroll_token}\n").as_bytes(),
+    )?;
     // The secret last: its presence means the directory is complete.
-    write_private(dir, SECRET_FILE, format!("{}\n", secret.to_hex()).as_bytes())?;
+    write_private(
+        dir,
+        SECRET_FILE,
+        format!("{}\n", secret.to_hex()).as_bytes(),
+    )?;
     Ok(Initialised {
         dir: dir.to_path_buf(),
         ca_fingerprint: fingerprint(ca_cert.der()),
@@ -192,7 +204,10 @@ mod tests {
             OPERATOR_TOKEN_FILE,
             ENROLL_TOKEN_FILE,
         ] {
-            let mode = fs::metadata(d.path().join(f)).expect(f).permissions().mode();
+            let mode = fs::metadata(d.path().join(f))
+                .expect(f)
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
         let secret = Secret::load(&d.path().join(SECRET_FILE)).expect("secret");

@@ -35,7 +35,9 @@ pub enum JobError {
         reason: String,
     },
     /// No sequence number could be allocated.
-    #[error("mailbox {0}: no free command number after {1} tries (other managers keep taking them)")]
+    #[error(
+        "mailbox {0}: no free command number after {1} tries (other managers keep taking them)"
+    )]
     Contended(MailboxId, u32),
     /// A job needs at least one step.
     #[error("a job needs at least one step")]
@@ -88,9 +90,11 @@ async fn create_json<T: Serialize>(store: &MailStore, key: &str, v: &T) -> Resul
 
 /// The agent's `last_command` (0 without a status).
 async fn last_command(store: &MailStore, id: &MailboxId) -> Result<u64> {
-    Ok(read_json::<Status>(store, &mailbox_key(id, STATUS), "status")
-        .await?
-        .map_or(0, |s| s.last_command))
+    Ok(
+        read_json::<Status>(store, &mailbox_key(id, STATUS), "status")
+            .await?
+            .map_or(0, |s| s.last_command),
+    )
 }
 
 /// The next free command number of mailbox `id`: above its
@@ -247,9 +251,7 @@ pub fn new_job_id() -> std::io::Result<String> {
 
 /// Whether `s` can be a job id (a plain name, safe as a key part).
 pub fn valid_job_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// Records a new job; [`drive`] sends its steps.
@@ -283,7 +285,11 @@ fn latest_send(files: &[String], step: usize) -> Option<(u32, String)> {
     files
         .iter()
         .filter_map(|f| {
-            let t: u32 = f.strip_prefix(&prefix)?.strip_suffix(".json")?.parse().ok()?;
+            let t: u32 = f
+                .strip_prefix(&prefix)?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()?;
             Some((t, f.clone()))
         })
         .max()
@@ -307,7 +313,7 @@ pub async fn drive(store: &MailStore, job: &str) -> Result<JobState> {
         if let Some(done) = read_json::<StepOutcome>(store, &done_key, "step outcome").await? {
             // Acknowledge the response once the agent's status covers it.
             let resp_key = mailbox_key(id, &MessageKind::Response.file_name(done.seq));
-            if last >= done.seq && files.contains(&format!("done-{step}.json")) {
+            if last >= done.seq {
                 store.delete(&resp_key).await?;
             }
             if !done.ok {
@@ -439,8 +445,8 @@ pub async fn view(store: &MailStore, job: &str, offline_factor: u32) -> Result<O
     let mut steps = Vec::new();
     let mut error = None;
     for (i, action) in def.steps.iter().enumerate() {
-        let done =
-            read_json::<StepOutcome>(store, &format!("{dir}/done-{i}.json"), "step outcome").await?;
+        let done = read_json::<StepOutcome>(store, &format!("{dir}/done-{i}.json"), "step outcome")
+            .await?;
         let sent = match latest_send(&files, i) {
             Some((_, name)) => read_json::<SendRecord>(store, &format!("{dir}/{name}"), "send")
                 .await?
@@ -464,9 +470,9 @@ pub async fn view(store: &MailStore, job: &str, offline_factor: u32) -> Result<O
             result,
         });
     }
-    let status =
-        read_json::<Status>(store, &mailbox_key(&def.agent, STATUS), "status").await?;
-    let hb = read_json::<Heartbeat>(store, &mailbox_key(&def.agent, HEARTBEAT), "heartbeat").await?;
+    let status = read_json::<Status>(store, &mailbox_key(&def.agent, STATUS), "status").await?;
+    let hb =
+        read_json::<Heartbeat>(store, &mailbox_key(&def.agent, HEARTBEAT), "heartbeat").await?;
     let state = end.as_ref().map_or(JobState::Running, |e| e.state);
     let progress = status
         .as_ref()

@@ -120,7 +120,9 @@ pub async fn authenticate(
         };
         match state.secret.check_token(token.trim()) {
             Some(p) => Some(p),
-            None => return ApiError::new(StatusCode::UNAUTHORIZED, "invalid token").into_response(),
+            None => {
+                return ApiError::new(StatusCode::UNAUTHORIZED, "invalid token").into_response()
+            }
         }
     } else if let Some(q) = req.uri().query().filter(|q| q.contains("sig=")) {
         let path = req.uri().path().to_string();
@@ -461,7 +463,11 @@ async fn make_cap(
     }
     let exp = now_ms() / 1000 + b.ttl_s;
     let url = format!("{}?{}", b.path, state.secret.capability_query(&b.path, exp));
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "url": url, "exp": exp }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "url": url, "exp": exp })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -653,4 +659,105 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeErro
 /// tools).
 pub fn is_message(name: &str, kind: MessageKind) -> bool {
     MessageKind::parse_name(name).is_some_and(|(k, _)| k == kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Request as HttpRequest;
+    use tower::ServiceExt;
+
+    fn setup(d: &std::path::Path) -> (Arc<ServerState>, Router) {
+        let secret = Secret::generate().expect("secret");
+        let store =
+            MailStore::open(&format!("file://{}", d.join("store").display())).expect("store");
+        let state = Arc::new(ServerState {
+            secret,
+            store,
+            offline_factor: 3,
+        });
+        let lib_store: Arc<dyn imaging::store::Store> =
+            Arc::new(imaging::store::LocalStore::new(d.join("lib")));
+        lib_store.put("packs/a", b"A").expect("put");
+        // A stand-in for library_http::router: answers every method.
+        let library = Router::new().route(
+            "/{*key}",
+            get(|| async { "got" })
+                .put(|| async { "put" })
+                .delete(|| async { "deleted" }),
+        );
+        let pxe = d.join("pxe");
+        std::fs::create_dir_all(&pxe).expect("pxe");
+        std::fs::write(pxe.join("vmlinuz"), b"kernel").expect("kernel");
+        let app = app(state.clone(), Some((library, lib_store)), Some(pxe));
+        (state, app)
+    }
+
+    async fn status(app: &Router, method: &str, uri: &str, token: Option<&str>) -> StatusCode {
+        let mut b = HttpRequest::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let req = b.body(Body::empty()).expect("request");
+        app.clone().oneshot(req).await.expect("response").status()
+    }
+
+    #[tokio::test]
+    async fn library_and_pxe_rules() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (state, app) = setup(d.path());
+        let op = state.secret.operator_token();
+        let id = MailboxId::generate().expect("id");
+        let agent = state.secret.agent_token(&id);
+        let enroll = state.secret.enroll_token();
+        let lib = "/v1/library/packs/a";
+        assert_eq!(status(&app, "GET", lib, Some(&op)).await, StatusCode::OK);
+        assert_eq!(status(&app, "DELETE", lib, Some(&op)).await, StatusCode::OK);
+        assert_eq!(status(&app, "GET", lib, Some(&agent)).await, StatusCode::OK);
+        assert_eq!(
+            status(&app, "PUT", lib, Some(&agent)).await,
+            StatusCode::FORBIDDEN,
+            "exists"
+        );
+        assert_eq!(
+            status(&app, "PUT", "/v1/library/packs/b", Some(&agent)).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&app, "DELETE", lib, Some(&agent)).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status(&app, "GET", lib, Some(&enroll)).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status(&app, "GET", lib, None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        let cap = format!(
+            "{lib}?{}",
+            state.secret.capability_query(lib, now_ms() / 1000 + 60)
+        );
+        assert_eq!(status(&app, "GET", &cap, None).await, StatusCode::OK);
+        let other = cap.replace("packs/a", "packs/b");
+        assert_eq!(
+            status(&app, "GET", &other, None).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(status(&app, "PUT", &cap, None).await, StatusCode::FORBIDDEN);
+        // PXE media need no credentials and stay inside their directory.
+        assert_eq!(
+            status(&app, "GET", "/pxe/vmlinuz", None).await,
+            StatusCode::OK
+        );
+        assert_ne!(
+            status(&app, "GET", "/pxe/../store", None).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&app, "GET", "/pxe/none", None).await,
+            StatusCode::NOT_FOUND
+        );
+    }
 }

@@ -96,7 +96,11 @@ impl MailStore {
         &self.url
     }
 
-    fn err(&self, action: &'static str, key: &str) -> impl FnOnce(object_store::Error) -> StoreError {
+    fn err(
+        &self,
+        action: &'static str,
+        key: &str,
+    ) -> impl FnOnce(object_store::Error) -> StoreError {
         let store = self.url.clone();
         let key = key.to_string();
         move |source| StoreError::Op {
@@ -214,15 +218,28 @@ mod tests {
         let url = format!("file://{}", d.path().display());
         let s = MailStore::open(&url).expect("open");
         assert_eq!(s.get("mailboxes/a/x.json").await.expect("get"), None);
-        assert!(s.create("mailboxes/a/x.json", Bytes::from_static(b"1")).await.expect("create"));
-        assert!(!s.create("mailboxes/a/x.json", Bytes::from_static(b"2")).await.expect("create"));
+        assert!(s
+            .create("mailboxes/a/x.json", Bytes::from_static(b"1"))
+            .await
+            .expect("create"));
+        assert!(!s
+            .create("mailboxes/a/x.json", Bytes::from_static(b"2"))
+            .await
+            .expect("create"));
         assert_eq!(
             s.get("mailboxes/a/x.json").await.expect("get").as_deref(),
             Some(&b"1"[..])
         );
-        s.replace("mailboxes/a/s.json", Bytes::from_static(b"s")).await.expect("replace");
-        s.replace("mailboxes/b/s.json", Bytes::from_static(b"s")).await.expect("replace");
-        assert_eq!(s.list_files("mailboxes/a").await.expect("ls"), ["s.json", "x.json"]);
+        s.replace("mailboxes/a/s.json", Bytes::from_static(b"s"))
+            .await
+            .expect("replace");
+        s.replace("mailboxes/b/s.json", Bytes::from_static(b"s"))
+            .await
+            .expect("replace");
+        assert_eq!(
+            s.list_files("mailboxes/a").await.expect("ls"),
+            ["s.json", "x.json"]
+        );
         assert_eq!(s.list_dirs("mailboxes").await.expect("ls"), ["a", "b"]);
         assert!(s.list_files("mailboxes/zz").await.expect("ls").is_empty());
         s.delete_dir("mailboxes/a").await.expect("rm");

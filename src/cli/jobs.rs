@@ -59,7 +59,10 @@ pub fn run_list(a: JobsArgs) -> anyhow::Result<ExitCode> {
         super::print_json(&jobs)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<30}  {:<32}  {:<8}  {:<6}  STEPS", "JOB", "AGENT", "STATE", "DONE");
+    println!(
+        "{:<30}  {:<32}  {:<8}  {:<6}  STEPS",
+        "JOB", "AGENT", "STATE", "DONE"
+    );
     for j in jobs {
         let done = j.steps.iter().filter(|s| s.state == "done").count();
         let steps: Vec<String> = j.steps.iter().map(|s| action_name(&s.action)).collect();
@@ -99,7 +102,11 @@ fn exit_for(j: &JobView) -> ExitCode {
 /// Runs `ferry job`.
 pub fn run_one(a: JobArgs) -> anyhow::Result<ExitCode> {
     let client = a.remote.client()?;
-    let get = || client.job(&a.id).with_context(|| format!("reading job {}", a.id));
+    let get = || {
+        client
+            .job(&a.id)
+            .with_context(|| format!("reading job {}", a.id))
+    };
     if !a.follow {
         let j = get()?;
         if a.json {
@@ -113,8 +120,10 @@ pub fn run_one(a: JobArgs) -> anyhow::Result<ExitCode> {
     let bar = tty.then(|| {
         let b = ProgressBar::new(0);
         b.set_style(
-            ProgressStyle::with_template("{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-                .expect("the template is valid"),
+            ProgressStyle::with_template(
+                "{msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .expect("the template is valid"),
         );
         b
     });
@@ -123,10 +132,19 @@ pub fn run_one(a: JobArgs) -> anyhow::Result<ExitCode> {
         let j = get()?;
         let current = j.steps.iter().position(|s| s.state != "done");
         let step = current.map_or("-".to_string(), |i| {
-            format!("step {}/{} {}", i + 1, j.steps.len(), action_name(&j.steps[i].action))
+            format!(
+                "step {}/{} {}",
+                i + 1,
+                j.steps.len(),
+                action_name(&j.steps[i].action)
+            )
         });
         let agent_step = j.agent_step.clone().unwrap_or_default();
-        let offline = if j.online == Some(false) { " (agent offline)" } else { "" };
+        let offline = if j.online == Some(false) {
+            " (agent offline)"
+        } else {
+            ""
+        };
         let progress = j.progress.as_ref().map(|p| (p.done, p.total));
         match &bar {
             Some(b) => {

@@ -37,7 +37,10 @@ impl RemoteArgs {
             .unwrap_or_else(|| "https://localhost:8443".into());
         let from_dir = |name: &str| -> anyhow::Result<PathBuf> {
             let dir = self.server_dir.as_deref().with_context(|| {
-                format!("no --{} given, and no --dir to read it from", name.split('.').next().unwrap_or(name))
+                format!(
+                    "no --{} given, and no --dir to read it from",
+                    name.split('.').next().unwrap_or(name)
+                )
             })?;
             Ok(dir.join(name))
         };
@@ -75,7 +78,10 @@ fn start(remote: &RemoteArgs, agent: &str, steps: Vec<Action>) -> anyhow::Result
         .create_job(&id, steps)
         .with_context(|| format!("starting a job on agent {id}"))?;
     println!("{}", job.id);
-    eprintln!("job {} started on agent {id}; follow it with `ferry job {} --follow`", job.id, job.id);
+    eprintln!(
+        "job {} started on agent {id}; follow it with `ferry job {} --follow`",
+        job.id, job.id
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -87,7 +93,10 @@ pub fn capture(
     disks: &[PathBuf],
     parent: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(!disks.is_empty(), "--agent needs --disk /dev/X (a disk on the agent's machine)");
+    anyhow::ensure!(
+        !disks.is_empty(),
+        "--agent needs --disk /dev/X (a disk on the agent's machine)"
+    );
     let step = Action::Capture {
         image: name.to_string(),
         disks: disks.iter().map(|d| d.display().to_string()).collect(),

@@ -60,14 +60,15 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let secret = manager::auth::Secret::load(&a.dir.join(init::SECRET_FILE)).with_context(|| {
-        format!(
-            "{} is not a server directory; run `ferry serve --init --dir {0}` first",
-            a.dir.display()
-        )
-    })?;
-    let dir = std::path::absolute(&a.dir)
-        .with_context(|| format!("resolving {}", a.dir.display()))?;
+    let secret =
+        manager::auth::Secret::load(&a.dir.join(init::SECRET_FILE)).with_context(|| {
+            format!(
+                "{} is not a server directory; run `ferry serve --init --dir {0}` first",
+                a.dir.display()
+            )
+        })?;
+    let dir =
+        std::path::absolute(&a.dir).with_context(|| format!("resolving {}", a.dir.display()))?;
     let store_url = a
         .store
         .clone()

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use agent::mailbox::https::Trust;
 use agent::mailbox::{
-    connect, Action, AgentState, MachineIdentity, Mailbox, MailboxId, Progress, Status,
-    Transport, PROTOCOL_VERSION,
+    connect, Action, AgentState, MachineIdentity, Mailbox, MailboxId, Progress, Status, Transport,
+    PROTOCOL_VERSION,
 };
 use ferry_tests::{ferry_bin, is_root};
 use manager::client::Client;
@@ -291,7 +291,10 @@ fn wait_job(c: &Client, id: &str, secs: u64) -> JobView {
             Ok(_) => {}
             Err(e) => eprintln!("reading job {id}: {e}"),
         }
-        assert!(Instant::now() < until, "job {id} did not end within {secs} s");
+        assert!(
+            Instant::now() < until,
+            "job {id} did not end within {secs} s"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -323,19 +326,51 @@ fn https_permissions_with_curl() {
         .expect("curl");
     assert!(!out.status.success(), "curl trusted a private CA by itself");
 
-    let (code, body) = curl(&dir, &["-X", "POST", "-H", &bearer(&enroll), &format!("{url}/v1/enroll")]);
+    let (code, body) = curl(
+        &dir,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&enroll),
+            &format!("{url}/v1/enroll"),
+        ],
+    );
     assert_eq!(code, 201, "{body}");
     let a: serde_json::Value = serde_json::from_str(&body).expect("json");
-    let (id_a, tok_a) = (a["id"].as_str().expect("id"), a["token"].as_str().expect("t"));
-    let (code, body) = curl(&dir, &["-X", "POST", "-H", &bearer(&enroll), &format!("{url}/v1/enroll")]);
+    let (id_a, tok_a) = (
+        a["id"].as_str().expect("id"),
+        a["token"].as_str().expect("t"),
+    );
+    let (code, body) = curl(
+        &dir,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&enroll),
+            &format!("{url}/v1/enroll"),
+        ],
+    );
     assert_eq!(code, 201, "{body}");
     let b: serde_json::Value = serde_json::from_str(&body).expect("json");
-    let (id_b, tok_b) = (b["id"].as_str().expect("id"), b["token"].as_str().expect("t"));
+    let (id_b, tok_b) = (
+        b["id"].as_str().expect("id"),
+        b["token"].as_str().expect("t"),
+    );
     assert_ne!(id_a, id_b);
     // Re-enrolling an existing id is refused.
     let (code, _) = curl(
         &dir,
-        &["-X", "POST", "-H", &bearer(&enroll), "--data", &format!("{{\"id\":\"{id_a}\"}}"), &format!("{url}/v1/enroll")],
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&enroll),
+            "--data",
+            &format!("{{\"id\":\"{id_a}\"}}"),
+            &format!("{url}/v1/enroll"),
+        ],
     );
     assert_eq!(code, 409);
 
@@ -343,61 +378,259 @@ fn https_permissions_with_curl() {
     let (code, body) = curl(&dir, &["-H", &bearer(&op), &format!("{url}/v1/mailboxes")]);
     assert_eq!(code, 200);
     assert!(body.contains(id_a) && body.contains(id_b), "{body}");
-    assert_eq!(curl(&dir, &["-H", &bearer(tok_a), &format!("{url}/v1/mailboxes")]).0, 403);
-    assert_eq!(curl(&dir, &["-H", &bearer(&enroll), &format!("{url}/v1/mailboxes")]).0, 403);
+    assert_eq!(
+        curl(
+            &dir,
+            &["-H", &bearer(tok_a), &format!("{url}/v1/mailboxes")]
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        curl(
+            &dir,
+            &["-H", &bearer(&enroll), &format!("{url}/v1/mailboxes")]
+        )
+        .0,
+        403
+    );
     assert_eq!(curl(&dir, &[&format!("{url}/v1/mailboxes")]).0, 401);
-    assert_eq!(curl(&dir, &["-H", "Authorization: Bearer ferry-op.00", &format!("{url}/v1/mailboxes")]).0, 401);
+    assert_eq!(
+        curl(
+            &dir,
+            &[
+                "-H",
+                "Authorization: Bearer ferry-op.00",
+                &format!("{url}/v1/mailboxes")
+            ]
+        )
+        .0,
+        401
+    );
 
     // Agents write their own status, and cannot touch each other's.
     let status_a = format!("{url}/v1/mailboxes/{id_a}/status.json");
     let status_b = format!("{url}/v1/mailboxes/{id_b}/status.json");
-    let (code, _) = curl(&dir, &["-X", "PUT", "-H", &bearer(tok_a), "--data", "{\"a\":1}", &status_a]);
+    let (code, _) = curl(
+        &dir,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &bearer(tok_a),
+            "--data",
+            "{\"a\":1}",
+            &status_a,
+        ],
+    );
     assert_eq!(code, 204);
-    let (code, _) = curl(&dir, &["-X", "PUT", "-H", &bearer(tok_b), "--data", "{\"b\":2}", &status_b]);
+    let (code, _) = curl(
+        &dir,
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &bearer(tok_b),
+            "--data",
+            "{\"b\":2}",
+            &status_b,
+        ],
+    );
     assert_eq!(code, 204);
-    assert_eq!(curl(&dir, &["-H", &bearer(tok_a), &status_a]), (200, "{\"a\":1}".into()));
+    assert_eq!(
+        curl(&dir, &["-H", &bearer(tok_a), &status_a]),
+        (200, "{\"a\":1}".into())
+    );
     assert_eq!(curl(&dir, &["-H", &bearer(tok_a), &status_b]).0, 403);
-    assert_eq!(curl(&dir, &["-H", &bearer(tok_a), &format!("{url}/v1/mailboxes/{id_b}/")]).0, 403);
-    assert_eq!(curl(&dir, &["-X", "PUT", "-H", &bearer(tok_a), "--data", "x", &status_b]).0, 403);
+    assert_eq!(
+        curl(
+            &dir,
+            &["-H", &bearer(tok_a), &format!("{url}/v1/mailboxes/{id_b}/")]
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        curl(
+            &dir,
+            &["-X", "PUT", "-H", &bearer(tok_a), "--data", "x", &status_b]
+        )
+        .0,
+        403
+    );
     // An agent does not write commands; the operator does, once.
     let cmd1 = format!("{url}/v1/mailboxes/{id_a}/cmd-00000000000000000001.json");
-    assert_eq!(curl(&dir, &["-X", "PUT", "-H", &bearer(tok_a), "-H", "If-None-Match: *", "--data", "{}", &cmd1]).0, 403);
-    assert_eq!(curl(&dir, &["-X", "PUT", "-H", &bearer(&op), "-H", "If-None-Match: *", "--data", "{}", &cmd1]).0, 201);
-    assert_eq!(curl(&dir, &["-X", "PUT", "-H", &bearer(&op), "-H", "If-None-Match: *", "--data", "{\"x\":1}", &cmd1]).0, 412);
-    assert_eq!(curl(&dir, &["-X", "PUT", "-H", &bearer(&op), "--data", "{}", &cmd1]).0, 428, "write-once names need If-None-Match");
-    assert_eq!(curl(&dir, &["-H", &bearer(tok_a), &cmd1]), (200, "{}".into()));
-    let (code, body) = curl(&dir, &["-H", &bearer(tok_a), &format!("{url}/v1/mailboxes/{id_a}/")]);
+    assert_eq!(
+        curl(
+            &dir,
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                &bearer(tok_a),
+                "-H",
+                "If-None-Match: *",
+                "--data",
+                "{}",
+                &cmd1
+            ]
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        curl(
+            &dir,
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                &bearer(&op),
+                "-H",
+                "If-None-Match: *",
+                "--data",
+                "{}",
+                &cmd1
+            ]
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        curl(
+            &dir,
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                &bearer(&op),
+                "-H",
+                "If-None-Match: *",
+                "--data",
+                "{\"x\":1}",
+                &cmd1
+            ]
+        )
+        .0,
+        412
+    );
+    assert_eq!(
+        curl(
+            &dir,
+            &["-X", "PUT", "-H", &bearer(&op), "--data", "{}", &cmd1]
+        )
+        .0,
+        428,
+        "write-once names need If-None-Match"
+    );
+    assert_eq!(
+        curl(&dir, &["-H", &bearer(tok_a), &cmd1]),
+        (200, "{}".into())
+    );
+    let (code, body) = curl(
+        &dir,
+        &["-H", &bearer(tok_a), &format!("{url}/v1/mailboxes/{id_a}/")],
+    );
     assert_eq!(code, 200);
-    assert!(body.contains("cmd-00000000000000000001.json") && body.contains("status.json"), "{body}");
-    assert_eq!(curl(&dir, &["-H", &bearer(tok_a), &format!("{url}/v1/mailboxes/{id_a}/..%2fsecret")]).0, 400);
+    assert!(
+        body.contains("cmd-00000000000000000001.json") && body.contains("status.json"),
+        "{body}"
+    );
+    assert_eq!(
+        curl(
+            &dir,
+            &[
+                "-H",
+                &bearer(tok_a),
+                &format!("{url}/v1/mailboxes/{id_a}/..%2fsecret")
+            ]
+        )
+        .0,
+        400
+    );
 
     // A capability URI reads exactly one file, read-only, until it expires.
     let (code, body) = curl(
         &dir,
-        &["-X", "POST", "-H", &bearer(&op), "-H", "Content-Type: application/json", "--data",
-          &format!("{{\"path\":\"/v1/mailboxes/{id_b}/status.json\",\"ttl_s\":600}}"), &format!("{url}/v1/caps")],
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&op),
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &format!("{{\"path\":\"/v1/mailboxes/{id_b}/status.json\",\"ttl_s\":600}}"),
+            &format!("{url}/v1/caps"),
+        ],
     );
     assert_eq!(code, 201, "{body}");
     let cap: serde_json::Value = serde_json::from_str(&body).expect("json");
     let cap = format!("{url}{}", cap["url"].as_str().expect("url"));
     assert_eq!(curl(&dir, &[&cap]), (200, "{\"b\":2}".into()));
     let query = cap.split_once('?').expect("query").1;
-    assert_eq!(curl(&dir, &[&format!("{url}/v1/mailboxes/{id_b}/heartbeat.json?{query}")]).0, 403, "another file");
-    assert_eq!(curl(&dir, &[&format!("{url}/v1/mailboxes/{id_a}/status.json?{query}")]).0, 403, "another mailbox");
-    assert_eq!(curl(&dir, &[&format!("{url}/v1/mailboxes/{id_b}/?{query}")]).0, 403, "listing");
-    assert_eq!(curl(&dir, &[&format!("{url}/v1/mailboxes?{query}")]).0, 403, "listing mailboxes");
-    assert_eq!(curl(&dir, &["-X", "PUT", "--data", "x", &cap]).0, 403, "writing");
+    assert_eq!(
+        curl(
+            &dir,
+            &[&format!("{url}/v1/mailboxes/{id_b}/heartbeat.json?{query}")]
+        )
+        .0,
+        403,
+        "another file"
+    );
+    assert_eq!(
+        curl(
+            &dir,
+            &[&format!("{url}/v1/mailboxes/{id_a}/status.json?{query}")]
+        )
+        .0,
+        403,
+        "another mailbox"
+    );
+    assert_eq!(
+        curl(&dir, &[&format!("{url}/v1/mailboxes/{id_b}/?{query}")]).0,
+        403,
+        "listing"
+    );
+    assert_eq!(
+        curl(&dir, &[&format!("{url}/v1/mailboxes?{query}")]).0,
+        403,
+        "listing mailboxes"
+    );
+    assert_eq!(
+        curl(&dir, &["-X", "PUT", "--data", "x", &cap]).0,
+        403,
+        "writing"
+    );
     assert_eq!(curl(&dir, &["-X", "DELETE", &cap]).0, 403, "deleting");
     let last = cap.chars().last().expect("sig");
-    let flipped = format!("{}{}", &cap[..cap.len() - 1], if last == '0' { '1' } else { '0' });
+    let flipped = format!(
+        "{}{}",
+        &cap[..cap.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
     assert_eq!(curl(&dir, &[&flipped]).0, 403, "tampered signature");
-    let exp: u64 = query.split('&').find_map(|p| p.strip_prefix("exp=")).expect("exp").parse().expect("n");
+    let exp: u64 = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("exp="))
+        .expect("exp")
+        .parse()
+        .expect("n");
     let extended = cap.replace(&format!("exp={exp}"), &format!("exp={}", exp + 3600));
     assert_eq!(curl(&dir, &[&extended]).0, 403, "extended expiry");
     let (code, body) = curl(
         &dir,
-        &["-X", "POST", "-H", &bearer(&op), "-H", "Content-Type: application/json", "--data",
-          &format!("{{\"path\":\"/v1/mailboxes/{id_b}/status.json\",\"ttl_s\":1}}"), &format!("{url}/v1/caps")],
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&op),
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            &format!("{{\"path\":\"/v1/mailboxes/{id_b}/status.json\",\"ttl_s\":1}}"),
+            &format!("{url}/v1/caps"),
+        ],
     );
     assert_eq!(code, 201);
     let short: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -406,8 +639,21 @@ fn https_permissions_with_curl() {
     assert_eq!(curl(&dir, &[&short]).0, 403, "expired");
     // Agent tokens cannot make capabilities.
     assert_eq!(
-        curl(&dir, &["-X", "POST", "-H", &bearer(tok_a), "-H", "Content-Type: application/json", "--data",
-          &format!("{{\"path\":\"/v1/mailboxes/{id_b}/status.json\"}}"), &format!("{url}/v1/caps")]).0,
+        curl(
+            &dir,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &bearer(tok_a),
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                &format!("{{\"path\":\"/v1/mailboxes/{id_b}/status.json\"}}"),
+                &format!("{url}/v1/caps")
+            ]
+        )
+        .0,
         403
     );
 
@@ -417,14 +663,30 @@ fn https_permissions_with_curl() {
     let fp = manager::init::fingerprint(&der);
     let pinned = Trust::parse(&format!("sha256:{fp}")).expect("pin");
     let t = connect::connect(url, tok_a, Some(&pinned)).expect("connect");
-    assert_eq!(t.read("status.json").expect("pinned read").as_deref(), Some(&b"{\"a\":1}"[..]));
+    assert_eq!(
+        t.read("status.json").expect("pinned read").as_deref(),
+        Some(&b"{\"a\":1}"[..])
+    );
     let wrong = Trust::parse(&format!("sha256:{}", "00".repeat(32))).expect("pin");
     let t = connect::connect(url, tok_a, Some(&wrong)).expect("connect");
     let err = t.read("status.json").expect_err("a wrong pin must fail");
     assert!(err.to_string().contains(url.as_str()), "{err}");
 
     // The operator deletes a mailbox; its agent's token then finds nothing.
-    assert_eq!(curl(&dir, &["-X", "DELETE", "-H", &bearer(&op), &format!("{url}/v1/mailboxes/{id_b}")]).0, 204);
+    assert_eq!(
+        curl(
+            &dir,
+            &[
+                "-X",
+                "DELETE",
+                "-H",
+                &bearer(&op),
+                &format!("{url}/v1/mailboxes/{id_b}")
+            ]
+        )
+        .0,
+        204
+    );
     assert_eq!(curl(&dir, &["-H", &bearer(tok_b), &status_b]).0, 404);
 }
 
@@ -490,12 +752,18 @@ fn a_job_survives_a_server_restart_and_failures_carry_the_agents_error() {
     // A failing step ends the job with the agent's error text; later steps
     // are never sent.
     let job = op
-        .create_job(&id, vec![shell("echo disk on fire >&2; exit 3"), shell("echo never")])
+        .create_job(
+            &id,
+            vec![shell("echo disk on fire >&2; exit 3"), shell("echo never")],
+        )
         .expect("job");
     let j = wait_job(&op, &job.id, 30);
     assert_eq!(j.state, JobState::Failed);
     let err = j.error.clone().unwrap_or_default();
-    assert!(err.contains("disk on fire") && err.contains("exit status: 3"), "{err}");
+    assert!(
+        err.contains("disk on fire") && err.contains("exit status: 3"),
+        "{err}"
+    );
     assert_eq!(j.steps[1].state, "pending");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!agent.runs().iter().any(|r| r.1.contains("never")));
@@ -509,15 +777,25 @@ fn a_job_survives_a_server_restart_and_failures_carry_the_agents_error() {
         .expect("ferry job");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
-    assert!(text.contains("failed") && text.contains("disk on fire"), "{text}");
+    assert!(
+        text.contains("failed") && text.contains("disk on fire"),
+        "{text}"
+    );
     let out = Command::new(ferry_bin())
         .args(["jobs", "--server", &s2.url, "--dir"])
         .arg(&dir)
         .output()
         .expect("ferry jobs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("finished") && text.contains("failed") && text.contains("3/3"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("finished") && text.contains("failed") && text.contains("3/3"),
+        "{text}"
+    );
     agent.stop();
     drop(s2);
 }
@@ -551,16 +829,27 @@ fn replayed_and_duplicated_commands_run_once() {
         Some(&trust(&dir)),
     )
     .expect("operator transport");
-    assert!(admin.create(&name, cmd.to_string().as_bytes()).expect("replay"));
+    assert!(admin
+        .create(&name, cmd.to_string().as_bytes())
+        .expect("replay"));
     // Duplicate creates of one name are refused by the server.
     assert!(!admin.create(&name, b"{}").expect("duplicate"));
     let until = Instant::now() + Duration::from_secs(10);
     while admin.list().expect("list").contains(&name) {
-        assert!(Instant::now() < until, "the replayed command was never consumed");
+        assert!(
+            Instant::now() < until,
+            "the replayed command was never consumed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(agent.runs().len(), 1, "{:?}", agent.runs());
-    assert!(admin.read(&format!("resp-{seq:020}.json")).expect("read").is_none(), "acknowledged");
+    assert!(
+        admin
+            .read(&format!("resp-{seq:020}.json"))
+            .expect("read")
+            .is_none(),
+        "acknowledged"
+    );
 }
 
 #[test]
@@ -573,11 +862,23 @@ fn heartbeat_expiry_marks_agents_offline() {
         connect::enroll(&s.url, &read(&dir, "enroll.token"), &trust(&dir)).expect("enroll");
     let agents = |factor: u32| -> serde_json::Value {
         let out = Command::new(ferry_bin())
-            .args(["agents", "--json", "--offline-factor", &factor.to_string(), "--server", &s.url, "--dir"])
+            .args([
+                "agents",
+                "--json",
+                "--offline-factor",
+                &factor.to_string(),
+                "--server",
+                &s.url,
+                "--dir",
+            ])
             .arg(&dir)
             .output()
             .expect("ferry agents");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("json")
     };
     let find = |v: &serde_json::Value| -> serde_json::Value {
@@ -588,7 +889,10 @@ fn heartbeat_expiry_marks_agents_offline() {
             .cloned()
             .expect("our agent")
     };
-    assert!(find(&agents(3)).get("online").is_none(), "never heard from: unknown");
+    assert!(
+        find(&agents(3)).get("online").is_none(),
+        "never heard from: unknown"
+    );
     let mut agent = SimAgent::start(https_agent(&s.url, &token, &dir), 400);
     std::thread::sleep(Duration::from_millis(1000));
     let a = find(&agents(3));
@@ -601,12 +905,22 @@ fn heartbeat_expiry_marks_agents_offline() {
     assert_eq!(find(&agents(3))["online"], false);
     assert_eq!(find(&agents(30))["online"], true);
     let out = Command::new(ferry_bin())
-        .args(["agents", "--offline-factor", "3", "--server", &s.url, "--dir"])
+        .args([
+            "agents",
+            "--offline-factor",
+            "3",
+            "--server",
+            &s.url,
+            "--dir",
+        ])
         .arg(&dir)
         .output()
         .expect("ferry agents");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(id.as_str()) && text.contains("offline"), "{text}");
+    assert!(
+        text.contains(id.as_str()) && text.contains("offline"),
+        "{text}"
+    );
 }
 
 /// moto's S3 server on a free loopback port; killed when dropped.
@@ -638,7 +952,14 @@ fn start_moto() -> Option<Moto> {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let ok = Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", "-X", "PUT", &format!("{}/ferry", moto.endpoint)])
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                "-X",
+                "PUT",
+                &format!("{}/ferry", moto.endpoint),
+            ])
             .status()
             .is_ok_and(|s| s.success());
         if ok {
@@ -672,11 +993,18 @@ fn two_managers_over_one_s3_bucket() {
     assert!(op2.agents(None).expect("agents").iter().any(|a| a.id == id));
     // Write-once holds on S3 too (If-None-Match: * through object_store).
     let t = connect::connect(&s2.url, &token, Some(&trust(&dir))).expect("connect");
-    assert!(t.create("req-00000000000000000099.json", b"{}").expect("create"));
-    assert!(!t.create("req-00000000000000000099.json", b"{}").expect("create again"));
+    assert!(t
+        .create("req-00000000000000000099.json", b"{}")
+        .expect("create"));
+    assert!(!t
+        .create("req-00000000000000000099.json", b"{}")
+        .expect("create again"));
     // Both managers drive the job; s1 dies halfway; each step runs once.
     let job = op1
-        .create_job(&id, vec![shell("echo a"), shell("sleep 2; echo b"), shell("echo c")])
+        .create_job(
+            &id,
+            vec![shell("echo a"), shell("sleep 2; echo b"), shell("echo c")],
+        )
         .expect("job");
     let until = Instant::now() + Duration::from_secs(30);
     while !agent.runs().iter().any(|r| r.1.contains("echo b")) {
@@ -689,17 +1017,26 @@ fn two_managers_over_one_s3_bucket() {
     let runs = agent.runs();
     assert_eq!(runs.len(), 3, "{runs:?}");
     assert_eq!(
-        j.steps.iter().map(|s| s.result["stdout"].clone()).collect::<Vec<_>>(),
+        j.steps
+            .iter()
+            .map(|s| s.result["stdout"].clone())
+            .collect::<Vec<_>>(),
         ["a", "b", "c"]
     );
     agent.stop();
     // The objects really are in the bucket.
     let out = Command::new("curl")
-        .args(["-sf", &format!("{}/ferry?prefix=fleet/mailboxes/{id}/", moto.endpoint)])
+        .args([
+            "-sf",
+            &format!("{}/ferry?prefix=fleet/mailboxes/{id}/", moto.endpoint),
+        ])
         .output()
         .expect("curl");
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains("status.json") && listing.contains("mailbox.json"), "{listing}");
+    assert!(
+        listing.contains("status.json") && listing.contains("mailbox.json"),
+        "{listing}"
+    );
 }
 
 /// A network namespace with a veth pair; removed when dropped.
@@ -709,7 +1046,9 @@ struct Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -723,14 +1062,19 @@ fn sh_ok(script: &str) -> bool {
 #[test]
 fn an_agent_behind_an_outbound_only_firewall() {
     if !is_root() || !have("ip") || !have("nft") || !have("curl") || !have("python3") {
-        eprintln!("SKIP an_agent_behind_an_outbound_only_firewall: needs root, ip, nft, curl, python3");
+        eprintln!(
+            "SKIP an_agent_behind_an_outbound_only_firewall: needs root, ip, nft, curl, python3"
+        );
         return;
     }
     let pid = std::process::id();
     let ns = Netns {
         name: format!("ferry-mgr-{pid}"),
     };
-    let (host_if, ns_if) = (format!("fmh{}", pid % 100000), format!("fmn{}", pid % 100000));
+    let (host_if, ns_if) = (
+        format!("fmh{}", pid % 100000),
+        format!("fmn{}", pid % 100000),
+    );
     let net = format!("10.{}.{}", 100 + pid % 100, pid / 100 % 250);
     let (host_ip, ns_ip) = (format!("{net}.1"), format!("{net}.2"));
     let d = tempfile::tempdir().expect("tempdir");
@@ -764,18 +1108,41 @@ fn an_agent_behind_an_outbound_only_firewall() {
     );
     let rules_file = d.path().join("fw.nft");
     std::fs::write(&rules_file, rules).expect("rules");
-    assert!(sh_ok(&format!("ip netns exec {} nft -f {}", ns.name, rules_file.display())));
+    assert!(sh_ok(&format!(
+        "ip netns exec {} nft -f {}",
+        ns.name,
+        rules_file.display()
+    )));
 
     // Outbound to the server works: enroll from inside with curl.
     let ca = dir.join("ca.pem");
     let server = format!("https://{host_ip}:{port}");
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "curl", "-sS", "--max-time", "10", "--cacert"])
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+        ])
         .arg(&ca)
-        .args(["-X", "POST", "-H", &bearer(&read(&dir, "enroll.token")), &format!("{server}/v1/enroll")])
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&read(&dir, "enroll.token")),
+            &format!("{server}/v1/enroll"),
+        ])
         .output()
         .expect("curl in netns");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let e: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let id = MailboxId::parse(e["id"].as_str().expect("id")).expect("id");
     let token = e["token"].as_str().expect("token").to_string();
@@ -784,23 +1151,41 @@ fn an_agent_behind_an_outbound_only_firewall() {
     let other = TcpListener::bind((host_ip.as_str(), 0)).expect("bind");
     let other_port = other.local_addr().expect("addr").port();
     assert!(
-        !sh_ok(&format!("ip netns exec {} curl -s --max-time 3 http://{host_ip}:{other_port}/ -o /dev/null", ns.name)),
+        !sh_ok(&format!(
+            "ip netns exec {} curl -s --max-time 3 http://{host_ip}:{other_port}/ -o /dev/null",
+            ns.name
+        )),
         "the namespace reached a port other than the server's"
     );
     // Incoming connections are refused: a listener inside is unreachable.
     let mut inside = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", "-m", "http.server", "--bind", &ns_ip, "8099"])
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            &ns_ip,
+            "8099",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("listener in netns");
     std::thread::sleep(Duration::from_millis(800));
     assert!(
-        sh_ok(&format!("ip netns exec {} curl -s --max-time 3 http://{ns_ip}:8099/ -o /dev/null", ns.name)),
+        sh_ok(&format!(
+            "ip netns exec {} curl -s --max-time 3 http://{ns_ip}:8099/ -o /dev/null",
+            ns.name
+        )),
         "the listener inside does not work from inside (the test is broken)"
     );
     assert!(
-        !sh_ok(&format!("curl -s --max-time 3 http://{ns_ip}:8099/ -o /dev/null")),
+        !sh_ok(&format!(
+            "curl -s --max-time 3 http://{ns_ip}:8099/ -o /dev/null"
+        )),
         "the host connected into the namespace"
     );
     let _ = inside.kill();
@@ -819,12 +1204,18 @@ fn an_agent_behind_an_outbound_only_firewall() {
         400,
     );
     let op = operator(&dir, &format!("https://127.0.0.1:{port}"));
-    let job = op.create_job(&id, vec![shell("ip -o -4 addr show")]).expect("job");
+    let job = op
+        .create_job(&id, vec![shell("ip -o -4 addr show")])
+        .expect("job");
     let j = wait_job(&op, &job.id, 30);
     assert_eq!(j.state, JobState::Finished, "{j:#?}");
     let addrs = j.steps[0].result["stdout"].as_str().unwrap_or("");
     // The shell ran in the agent's thread's namespace: it sees the ns address.
     assert!(addrs.contains(&ns_ip), "{addrs}");
     assert_eq!(agent.runs().len(), 1);
-    assert!(op.agents(None).expect("agents").iter().any(|a| a.id == id && a.online == Some(true)));
+    assert!(op
+        .agents(None)
+        .expect("agents")
+        .iter()
+        .any(|a| a.id == id && a.online == Some(true)));
 }

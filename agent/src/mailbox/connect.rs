@@ -75,7 +75,9 @@ pub fn token_mailbox(token: &str) -> Option<MailboxId> {
 pub fn connect(url: &str, token: &str, trust: Option<&Trust>) -> io::Result<Box<dyn Transport>> {
     if url.starts_with("https://") {
         let trust = trust.ok_or_else(|| {
-            invalid(format!("{url}: an https:// mailbox needs a CA (ca.pem or sha256:...)"))
+            invalid(format!(
+                "{url}: an https:// mailbox needs a CA (ca.pem or sha256:...)"
+            ))
         })?;
         let (base, id) = match url.split_once("/v1/mailboxes/") {
             Some((base, id)) => (
@@ -89,7 +91,9 @@ pub fn connect(url: &str, token: &str, trust: Option<&Trust>) -> io::Result<Box<
                     .ok_or_else(|| invalid(format!("{url}: the token names no mailbox")))?,
             ),
         };
-        return Ok(Box::new(https::HttpsTransport::new(base, id, token, trust)?));
+        return Ok(Box::new(https::HttpsTransport::new(
+            base, id, token, trust,
+        )?));
     }
     if url.starts_with("s3://") {
         let (loc, query) = url.split_once('?').unwrap_or((url, ""));
@@ -129,7 +133,10 @@ mod tests {
         assert!(connect("https://h:1", &token, None).is_err(), "no CA");
         let t = connect("https://h:1", &token, Some(&Trust::Fingerprint([0; 32]))).expect("https");
         assert_eq!(t.describe(), format!("https://h:1/v1/mailboxes/{id}"));
-        assert!(connect("s3://bucket/x", "", None).is_err(), "no mailbox in URL");
+        assert!(
+            connect("s3://bucket/x", "", None).is_err(),
+            "no mailbox in URL"
+        );
         assert!(connect("gopher://x", "", None).is_err());
     }
 }

@@ -57,7 +57,11 @@ impl Trust {
             let clean: String = hex.chars().filter(|c| *c != ':').collect();
             let bytes = (0..clean.len())
                 .step_by(2)
-                .map(|i| clean.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+                .map(|i| {
+                    clean
+                        .get(i..i + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                })
                 .collect::<Option<Vec<u8>>>();
             return match bytes.map(<[u8; 32]>::try_from) {
                 Some(Ok(d)) if clean.len() == 64 => Ok(Trust::Fingerprint(d)),
@@ -268,7 +272,12 @@ pub struct HttpsTransport {
 
 impl HttpsTransport {
     /// A transport for mailbox `id` at `base`, authenticating with `token`.
-    pub fn new(base: &str, id: MailboxId, token: &str, trust: &Trust) -> io::Result<HttpsTransport> {
+    pub fn new(
+        base: &str,
+        id: MailboxId,
+        token: &str,
+        trust: &Trust,
+    ) -> io::Result<HttpsTransport> {
         Ok(HttpsTransport {
             client: client(trust)?,
             base: base.trim_end_matches('/').to_string(),

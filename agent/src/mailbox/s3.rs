@@ -195,11 +195,17 @@ mod tests {
         assert!(!t.create("cmd-1.json", b"b").expect("create again"));
         t.replace("status.json", b"s").expect("replace");
         assert_eq!(t.list().expect("list"), ["cmd-1.json", "status.json"]);
-        assert_eq!(t.read("cmd-1.json").expect("read").as_deref(), Some(&b"a"[..]));
+        assert_eq!(
+            t.read("cmd-1.json").expect("read").as_deref(),
+            Some(&b"a"[..])
+        );
         t.delete("cmd-1.json").expect("delete");
         t.delete("cmd-1.json").expect("delete absent");
         assert!(t.read("../x").is_err());
-        assert!(d.path().join(format!("mailboxes/{id}/status.json")).exists());
+        assert!(d
+            .path()
+            .join(format!("mailboxes/{id}/status.json"))
+            .exists());
         assert!(open_object_store("s3://").is_err());
         assert!(open_object_store("ftp://x").is_err());
     }
