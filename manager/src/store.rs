@@ -37,7 +37,7 @@ pub enum StoreError {
         key: String,
         /// The cause.
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 }
 
@@ -107,7 +107,7 @@ impl MailStore {
             store,
             action,
             key,
-            source,
+            source: Box::new(source),
         }
     }
 
