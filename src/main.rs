@@ -65,6 +65,15 @@ enum Cmd {
     /// the ramdisk swap of a running machine.
     #[command(subcommand)]
     Boot(cli::boot::BootCmd),
+    /// Run the manager: mailboxes, jobs and PXE media over HTTPS (--init
+    /// creates its CA, certificate and tokens).
+    Serve(cli::serve::ServeArgs),
+    /// List agents: state, online or offline, last heartbeat, hardware.
+    Agents(cli::agents::AgentsArgs),
+    /// List jobs.
+    Jobs(cli::jobs::JobsArgs),
+    /// Show a job, or follow it with a progress bar until it ends.
+    Job(cli::jobs::JobArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +103,10 @@ fn main() -> ExitCode {
         Cmd::Drivers(c) => cli::drivers::run(c),
         Cmd::Agent(c) => cli::agent::run(c),
         Cmd::Boot(c) => cli::boot::run(c),
+        Cmd::Serve(c) => cli::serve::run(c),
+        Cmd::Agents(c) => cli::agents::run(c),
+        Cmd::Jobs(c) => cli::jobs::run_list(c),
+        Cmd::Job(c) => cli::jobs::run_one(c),
     };
     match result {
         Ok(code) => code,

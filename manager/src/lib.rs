@@ -1,15 +1,17 @@
-//! manager: the mailbox and library server, and the operator's side.
+//! manager: the mailbox server (`ferry serve`), its tokens and
+//! certificates, job sequencing, and the operator's side.
 //!
-//! It will own (issue 7): the mailbox protocol (status, heartbeat, and
-//! write-once numbered command, request and response files per agent) over
-//! HTTPS with rustls and over S3-compatible storage; serving the image
-//! library to agents with ranged, parallel reads; tokens and capability
-//! URIs; and job sequencing for operator commands. Managers keep no state
-//! of their own, so several can serve one store.
-//!
-//! Nothing is implemented yet: this crate is a documented placeholder in the
-//! workspace layout.
+//! The protocol is specified in `manager/MAILBOX.md`; the types both sides
+//! share live in `agent::mailbox`. Managers keep no state of their own:
+//! mailboxes and job records live in a [`store::MailStore`] (a directory or
+//! an S3 prefix), so several `ferry serve` processes can serve one store.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
+pub mod client;
+pub mod init;
+pub mod jobs;
 pub mod library_http;
+pub mod server;
+pub mod store;

@@ -51,11 +51,20 @@ pub struct CaptureArgs {
     /// Print the manifest as JSON.
     #[arg(long)]
     json: bool,
+    /// Capture on this agent's machine (its mailbox id) instead, as a job
+    /// sent through `ferry serve`; --disk names the agent's disks.
+    #[arg(long, value_name = "ID")]
+    agent: Option<String>,
+    #[command(flatten)]
+    remote: super::remote::RemoteArgs,
 }
 
 /// Runs `ferry capture`. The library is created if the directory (or the
 /// network store) is new or empty.
 pub fn run(library: &Path, a: CaptureArgs) -> anyhow::Result<ExitCode> {
+    if let Some(agent) = &a.agent {
+        return super::remote::capture(&a.remote, agent, &a.name, &a.disk, a.parent.clone());
+    }
     let lib = match super::remote_store(library)? {
         Some(store) => Library::open_or_create_store(store, a.compression),
         None => Library::open_or_create_local_with(library, a.compression),

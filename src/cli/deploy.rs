@@ -59,6 +59,15 @@ pub struct DeployCmd {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Deploy on this agent's machine (its mailbox id) instead, as a job
+    /// sent through `ferry serve`; --target names the agent's disks.
+    #[arg(long, value_name = "ID")]
+    agent: Option<String>,
+    /// With --agent: adapt the deployed OS to the agent's machine afterwards.
+    #[arg(long, requires = "agent")]
+    adapt: bool,
+    #[command(flatten)]
+    remote: super::remote::RemoteArgs,
 }
 
 pub(crate) fn parse_firmware(s: &str) -> Result<Firmware, String> {
@@ -135,6 +144,24 @@ pub fn run_plan(library: &Path, a: PlanCmd) -> anyhow::Result<ExitCode> {
 
 /// Runs `ferry deploy`: plans, prints the plan, executes it.
 pub fn run_deploy(library: &Path, a: DeployCmd) -> anyhow::Result<ExitCode> {
+    if let Some(agent) = &a.agent {
+        anyhow::ensure!(
+            a.plan.mapping.is_empty() && a.plan.convert.is_empty() && a.plan.scheme.is_none(),
+            "--map, --convert and --scheme are not yet supported with --agent"
+        );
+        let firmware = a.plan.firmware.map(|f| match f {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        });
+        return super::remote::deploy(
+            &a.remote,
+            agent,
+            &a.plan.image,
+            &a.plan.targets,
+            firmware,
+            a.adapt,
+        );
+    }
     let lib = Arc::new(open_library(library)?);
     let p = make_plan(&lib, &a.plan)?;
     if !a.json {

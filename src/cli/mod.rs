@@ -3,14 +3,18 @@
 
 pub mod adapt;
 pub mod agent;
+pub mod agents;
 pub mod boot;
 pub mod boot_swap;
 pub mod capture;
 pub mod deploy;
 pub mod drivers;
 pub mod image;
+pub mod jobs;
 pub mod progress;
+pub mod remote;
 pub mod restore;
+pub mod serve;
 pub mod survey;
 
 use std::path::Path;

@@ -27,7 +27,10 @@
 //! deletes it without running it again, so a replayed or duplicated command
 //! is harmless.
 
+pub mod connect;
+pub mod https;
 pub mod local;
+pub mod s3;
 
 use std::fmt;
 use std::io;
