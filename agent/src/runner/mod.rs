@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::mailbox::{
-    AgentState, Command, Mailbox, MailboxError, MachineIdentity, Status, PROTOCOL_VERSION,
+    AgentState, Command, MachineIdentity, Mailbox, MailboxError, Status, PROTOCOL_VERSION,
 };
 use crate::survey::HardwareSurvey;
 
