@@ -2,7 +2,7 @@
 //! moves onto a ramdisk and comes back.
 //!
 //! One VM, four boots: (1) the Debian fixture (a qcow2 overlay on the
-//! cached `debian.img`, never written) boots to `login:`; `ferry boot swap
+//! cached `debian-ide.img`, never written) boots to `login:`; `ferry boot swap
 //! --grub` adds the one-shot entry (checked in grubenv), then `reboot`;
 //! (2) GRUB boots the test ramdisk, which prints `SWAPPED-IN` and reboots;
 //! (3) GRUB, its one-shot entry spent, boots Debian again to `login:`
@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_tests::qemu::Vm;
-use ferry_tests::{debian_fixture, ferry_bin, is_root, ok, require};
+use ferry_tests::{debian_ide_fixture, ferry_bin, is_root, ok, require};
 
 /// A Debian boot to `login:` takes 40–90 s under TCG; leave room for a
 /// loaded CI machine.
@@ -122,7 +122,9 @@ fn swap_by_grub_once_then_by_kexec() {
         "swap_by_grub_once_then_by_kexec",
         "/bin/busybox is missing (package busybox-static)"
     );
-    let fixture = debian_fixture();
+    // debian-ide.img: debian.img with an initramfs made on this very
+    // hardware (i440fx, IDE, e1000), the one the boot tests know boots.
+    let fixture = debian_ide_fixture();
     let work = PathBuf::from(
         std::env::var("FERRY_TEST_WORK").unwrap_or_else(|_| "/var/tmp/ferry-swap-tests".into()),
     );
@@ -131,7 +133,7 @@ fn swap_by_grub_once_then_by_kexec() {
     let overlay = work.join("overlay.qcow2");
     ok(Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(fixture.join("debian.img"))
+        .arg(fixture.join("debian-ide.img"))
         .arg(&overlay));
     let initrd = test_initramfs(&work);
     let payload = payload_disk(&work, &initrd);
@@ -171,7 +173,7 @@ fn swap_by_grub_once_then_by_kexec() {
             "root",
             "ferry",
             "mount /dev/sdb /mnt && /mnt/ferry boot swap --grub --kernel $(ls /boot/vmlinuz-* | tail -n 1) \
-             --initrd /mnt/initrd.img --cmdline 'console=ttyS0 ferry.reboot' </dev/null 2>&1; \
+             --initrd /mnt/initrd.img --cmdline 'console=ttyS0,115200 ferry.reboot' </dev/null 2>&1; \
              echo rc=$?; grub-editenv list; ls /boot/ferry; \
              grep -c \"menuentry 'ferry agent (one-shot)'\" /boot/grub/grub.cfg",
         ),
@@ -237,7 +239,7 @@ fn swap_by_grub_once_then_by_kexec() {
     let at = vm.console().len();
     vm.type_line(
         "/mnt/ferry boot swap --kexec --yes --kernel $(ls /boot/vmlinuz-* | tail -n 1) --initrd /mnt/initrd.img \
-         --cmdline 'console=ttyS0 ferry.kexec'",
+         --cmdline 'console=ttyS0,115200 ferry.kexec'",
     );
     let swapped = must(
         vm.wait_for_after("SWAPPED-IN:", at, RAMDISK_TIMEOUT),
