@@ -7,10 +7,12 @@
 //! Issue 5: [`survey`] records a machine's hardware from its sysfs, and
 //! [`adapt`] makes a deployed server boot on new hardware (driver
 //! injection, initramfs rebuild and check, UUID rewrites, hosts, network,
-//! boot loader). Still to come (issue 6): the mailbox client and PID-1 mode
-//! in the ramdisk.
-// Only `blockdev`'s BLKRRPART ioctl needs unsafe, allowed there with a
-// SAFETY note.
+//! boot loader).
+//!
+//! Issue 6: [`mailbox`] is the protocol agents and managers share, and
+//! [`runner`] the agent's command loop on it (status, heartbeat, commands).
+// Only `blockdev`'s BLKRRPART ioctl and `runner::kexec`'s kexec_file_load
+// need unsafe, allowed there with SAFETY notes.
 #![deny(unsafe_code)]
 
 pub mod adapt;

@@ -496,7 +496,9 @@ mod tests {
     #[test]
     fn consoles_are_inherited() {
         assert_eq!(
-            inherited_cmdline("BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro console=tty0 console=ttyS0,115200n8 quiet"),
+            inherited_cmdline(
+                "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro console=tty0 console=ttyS0,115200n8 quiet"
+            ),
             "console=tty0 console=ttyS0,115200n8"
         );
     }

@@ -108,8 +108,18 @@ impl Vm {
             v
         });
         let args = machine.args(disk, vars.as_ref().map(|v| v.path()));
+        let mut vm = Vm::boot_args(&args, log);
+        vm._vars = vars;
+        vm
+    }
+
+    /// Starts `qemu-system-x86_64 ARGS` (which must put the console on
+    /// stdio); the console goes to `log` as well. For machines that are
+    /// not a hardware fixture, or that must survive a guest reboot (no
+    /// `-no-reboot`).
+    pub fn boot_args(args: &[String], log: &Path) -> Vm {
         let mut child = Command::new("qemu-system-x86_64")
-            .args(&args)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -139,7 +149,7 @@ impl Vm {
             console,
             log: log.to_path_buf(),
             started: Instant::now(),
-            _vars: vars,
+            _vars: None,
         }
     }
 

@@ -94,8 +94,7 @@ impl Agent {
         let name = MessageKind::Response.file_name(seq);
         let end = Instant::now() + timeout;
         loop {
-            if let Some(r) = read_json::<Response>(&self.mb, &name, "response").expect("reading")
-            {
+            if let Some(r) = read_json::<Response>(&self.mb, &name, "response").expect("reading") {
                 return r;
             }
             assert!(
@@ -198,7 +197,10 @@ fn commands_are_answered_in_order_once() {
     assert!(!r.ok, "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(10));
     let err = r.error.as_deref().expect("error text");
-    assert!(err.contains("longer than 1 s") && err.contains("begun"), "{err}");
+    assert!(
+        err.contains("longer than 1 s") && err.contains("begun"),
+        "{err}"
+    );
     assert!(!marker.exists(), "the replayed command ran");
     assert!(!a
         .mb
@@ -262,7 +264,10 @@ fn commands_are_answered_in_order_once() {
     let r = a.response(5, Duration::from_secs(20));
     assert!(!r.ok);
     assert!(
-        r.error.as_deref().unwrap_or("").contains("/nonexistent/vmlinuz"),
+        r.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("/nonexistent/vmlinuz"),
         "{r:?}"
     );
     let r = a.response(6, Duration::from_secs(20));
@@ -278,7 +283,10 @@ fn commands_are_answered_in_order_once() {
 fn heartbeats_continue_during_a_long_command() {
     let a = Agent::start(None, Duration::from_millis(300));
     a.wait_status("idle", |s| s.state == agent::mailbox::AgentState::Idle);
-    a.send(1, json!({"action": "shell", "command": "sleep 4; echo slept"}));
+    a.send(
+        1,
+        json!({"action": "shell", "command": "sleep 4; echo slept"}),
+    );
     let busy = a.wait_status("busy", |s| s.state == agent::mailbox::AgentState::Busy);
     assert_eq!(busy.step.as_deref(), Some("shell sleep 4; echo slept"));
     assert_eq!(busy.job.as_deref(), Some("job-1"));
@@ -344,7 +352,10 @@ fn capture_then_deploy_through_the_mailbox() {
     assert!(r.ok, "{r:?}");
     assert_eq!(r.result["image"], "web1");
     assert_eq!(r.result["disks"], 1);
-    assert!(r.result["stats"]["chunks"].as_u64().unwrap_or(0) > 0, "{r:?}");
+    assert!(
+        r.result["stats"]["chunks"].as_u64().unwrap_or(0) > 0,
+        "{r:?}"
+    );
 
     a.send(
         2,
@@ -394,7 +405,12 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 fn idle_loop_memory() {
     let exe = std::env::current_exe().expect("test binary");
     let mut child = Command::new(exe)
-        .args(["--exact", "idle_agent_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "idle_agent_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("FERRY_RUNNER_IDLE_CHILD", "1")
         .stdout(std::process::Stdio::null())
         .spawn()

@@ -449,11 +449,9 @@ fn do_adapt(
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let report = adapt(
-        &AdaptTarget::Disks(disks.to_vec()),
-        &opts,
-        &mut |line| tracing::info!("adapt: {line}"),
-    )
+    let report = adapt(&AdaptTarget::Disks(disks.to_vec()), &opts, &mut |line| {
+        tracing::info!("adapt: {line}")
+    })
     .map_err(|source| ActionError::Adapt {
         disks: shown.clone(),
         source: Box::new(source),

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::mailbox::{
-    AgentState, Command, Mailbox, MailboxError, MachineIdentity, Status, PROTOCOL_VERSION,
+    AgentState, Command, MachineIdentity, Mailbox, MailboxError, Status, PROTOCOL_VERSION,
 };
 use crate::survey::HardwareSurvey;
 
@@ -312,4 +312,95 @@ fn execute(
         s.progress = None;
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::mailbox::{LocalTransport, Transport, HEARTBEAT};
+
+    /// A mailbox whose listing fails (the server is down for commands)
+    /// while writes still land: counts heartbeats.
+    struct Flaky {
+        inner: LocalTransport,
+        beats: Arc<AtomicUsize>,
+    }
+
+    impl Transport for Flaky {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+            self.inner.read(name)
+        }
+        fn replace(&self, name: &str, data: &[u8]) -> io::Result<()> {
+            if name == HEARTBEAT {
+                self.beats.fetch_add(1, Ordering::Relaxed);
+            }
+            self.inner.replace(name, data)
+        }
+        fn create(&self, name: &str, data: &[u8]) -> io::Result<bool> {
+            self.inner.create(name, data)
+        }
+        fn list(&self) -> io::Result<Vec<String>> {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection timed out",
+            ))
+        }
+        fn delete(&self, name: &str) -> io::Result<()> {
+            self.inner.delete(name)
+        }
+    }
+
+    #[test]
+    fn an_unreachable_mailbox_is_retried_then_given_up() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let beats = Arc::new(AtomicUsize::new(0));
+        let t = Flaky {
+            inner: LocalTransport::new(d.path()),
+            beats: Arc::clone(&beats),
+        };
+        let mb = Mailbox::new(Box::new(t), 0).expect("mailbox");
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hw/virtio");
+        let survey = crate::survey::survey(&root).expect("fixture survey");
+        let cfg = RunnerConfig {
+            root,
+            heartbeat: Duration::from_millis(100),
+            poll: Duration::from_millis(50),
+            offline_limit: Duration::from_secs(2),
+            allow_power: false,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let e = run(mb, survey, &cfg, &AtomicBool::new(false)).expect_err("must give up");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+            "{took:?}"
+        );
+        let msg = error_chain(&e);
+        assert!(
+            msg.contains("unreachable") && msg.contains("connection timed out"),
+            "{msg}"
+        );
+        // It kept beating while it retried.
+        assert!(beats.load(Ordering::Relaxed) >= 10, "{beats:?}");
+        // And said why it stopped, where a manager can read it.
+        let s: Status =
+            crate::mailbox::read_json(&LocalTransport::new(d.path()), "status.json", "status")
+                .expect("read")
+                .expect("status");
+        assert_eq!(s.state, AgentState::Failed);
+        assert!(s
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("connection timed out"));
+    }
 }

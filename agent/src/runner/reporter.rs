@@ -117,3 +117,86 @@ impl Reporter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::mailbox::{read_json, LocalTransport, Transport, STATUS};
+    use imaging::ProgressSink;
+
+    /// Counts status writes.
+    struct Counting {
+        inner: LocalTransport,
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl Transport for Counting {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn read(&self, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+            self.inner.read(name)
+        }
+        fn replace(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+            if name == STATUS {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            self.inner.replace(name, data)
+        }
+        fn create(&self, name: &str, data: &[u8]) -> std::io::Result<bool> {
+            self.inner.create(name, data)
+        }
+        fn list(&self) -> std::io::Result<Vec<String>> {
+            self.inner.list()
+        }
+        fn delete(&self, name: &str) -> std::io::Result<()> {
+            self.inner.delete(name)
+        }
+    }
+
+    fn survey() -> crate::survey::HardwareSurvey {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hw/virtio");
+        crate::survey::survey(&root).expect("fixture survey")
+    }
+
+    #[test]
+    fn progress_is_throttled_but_steps_and_ends_are_written() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let writes = Arc::new(AtomicUsize::new(0));
+        let t = Counting {
+            inner: LocalTransport::new(d.path()),
+            writes: Arc::clone(&writes),
+        };
+        let mb = Mailbox::new(Box::new(t), 0).expect("mailbox");
+        let r = Reporter::new(mb, super::super::initial_status(&survey()));
+        let sink = r.progress_sink("capture web1");
+        // 10,000 events in a burst: the first (a new step) and the last
+        // (done == total) are written, hardly any between.
+        for done in 0..=10_000u64 {
+            sink.progress(imaging::Progress {
+                step: "capture",
+                done,
+                total: 10_000,
+            });
+        }
+        let n = writes.load(Ordering::Relaxed);
+        assert!((2..=4).contains(&n), "{n} status writes");
+        let s: Status = read_json(&LocalTransport::new(d.path()), STATUS, "status")
+            .expect("read")
+            .expect("status");
+        assert_eq!(s.step.as_deref(), Some("capture web1: capture"));
+        let p = s.progress.expect("progress");
+        assert_eq!((p.done, p.total), (10_000, Some(10_000)));
+        // A new step is written at once.
+        sink.progress(imaging::Progress {
+            step: "verify",
+            done: 1,
+            total: 0,
+        });
+        assert_eq!(writes.load(Ordering::Relaxed), n + 1);
+    }
+}

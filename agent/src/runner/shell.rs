@@ -203,7 +203,11 @@ mod tests {
 
     #[test]
     fn output_is_capped() {
-        let o = run("head -c 200000 /dev/zero | tr '\\0' x", Duration::from_secs(10)).expect("run");
+        let o = run(
+            "head -c 200000 /dev/zero | tr '\\0' x",
+            Duration::from_secs(10),
+        )
+        .expect("run");
         assert_eq!(o.exit_code, Some(0));
         assert_eq!(o.stdout.len(), OUTPUT_CAP);
         assert!(o.truncated);
