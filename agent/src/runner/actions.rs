@@ -42,6 +42,15 @@ pub enum ActionError {
         #[source]
         source: Box<imaging::Error>,
     },
+    /// A network library's URL or options are wrong.
+    #[error("opening library {location}")]
+    RemoteLibrary {
+        /// The library's URL.
+        location: String,
+        /// Why.
+        #[source]
+        source: imaging::remote::RemoteError,
+    },
     /// The hardware survey failed.
     #[error("surveying the hardware")]
     Survey(#[source] SurveyError),
@@ -117,22 +126,37 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// Opens the library at `location` (a path or `file://` URL), creating it
 /// when `create` and it is new. The one place that knows how libraries are
 /// reached: remote libraries plug in here.
-pub fn open_library(location: Option<&str>, create: bool) -> Result<Library, ActionError> {
-    let Some(location) = location else {
+pub fn open_library(cfg: &RunnerConfig, create: bool) -> Result<Library, ActionError> {
+    let Some(location) = cfg.library.as_deref() else {
         return Err(ActionError::Refused(
-            "this agent has no library configured (ferry agent --library)".into(),
+            "this agent has no library configured (ferry.library= or the media's config)".into(),
         ));
     };
+    let err = |source| ActionError::Library {
+        location: location.to_string(),
+        source: Box::new(source),
+    };
+    if imaging::remote::is_remote(location) {
+        let store = imaging::remote::open_store(location, &cfg.remote).map_err(|source| {
+            ActionError::RemoteLibrary {
+                location: location.to_string(),
+                source,
+            }
+        })?;
+        return if create {
+            Library::open_or_create_store(store, None)
+        } else {
+            Library::open(store)
+        }
+        .map_err(err);
+    }
     let path = Path::new(location.strip_prefix("file://").unwrap_or(location));
     let r = if create {
         Library::open_or_create_local(path)
     } else {
         Library::open_local(path)
     };
-    r.map_err(|source| ActionError::Library {
-        location: location.to_string(),
-        source: Box::new(source),
-    })
+    r.map_err(err)
 }
 
 /// What happens after the answer is written.
@@ -334,7 +358,7 @@ fn do_capture(
             "capture of {image}: no disks given"
         )));
     }
-    let lib = open_library(ctx.cfg.library.as_deref(), true)?;
+    let lib = open_library(ctx.cfg, true)?;
     let req = CaptureRequest {
         name: image.to_string(),
         parent,
@@ -375,7 +399,7 @@ fn do_deploy(
         Some(f) => parse_firmware(f)?,
         None => ctx.survey.firmware,
     };
-    let lib = Arc::new(open_library(ctx.cfg.library.as_deref(), false)?);
+    let lib = Arc::new(open_library(ctx.cfg, false)?);
     let m = lib.manifest(image).map_err(|source| ActionError::Image {
         image: image.to_string(),
         source: Box::new(source),

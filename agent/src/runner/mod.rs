@@ -52,8 +52,12 @@ pub struct RunnerConfig {
     pub root: PathBuf,
     /// How often the heartbeat is written.
     pub heartbeat: Duration,
-    /// The image library: a local path or `file://` URL.
+    /// The image library: a local path, `file://`, `https://` (through
+    /// `ferry serve`) or `s3://` URL.
     pub library: Option<String>,
+    /// Token and CA for a network library (the agent's own mailbox token
+    /// and the CA its media embed).
+    pub remote: imaging::remote::RemoteOptions,
     /// The driver library for OS adaptation.
     pub drivers: Option<PathBuf>,
     /// Whether reboot, poweroff and kexec really act; when false they
@@ -71,6 +75,7 @@ impl Default for RunnerConfig {
             root: PathBuf::from("/"),
             heartbeat: Duration::from_secs(10),
             library: None,
+            remote: imaging::remote::RemoteOptions::default(),
             drivers: None,
             allow_power: true,
             poll: Duration::from_secs(1),
