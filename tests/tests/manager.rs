@@ -921,6 +921,57 @@ fn heartbeat_expiry_marks_agents_offline() {
         text.contains(id.as_str()) && text.contains("offline"),
         "{text}"
     );
+
+    // `ferry deploy --agent` and `ferry capture --agent` start jobs whose
+    // commands say what the operator asked.
+    let start = |args: &[&str]| -> String {
+        let out = Command::new(ferry_bin())
+            .args(args)
+            .args(["--agent", id.as_str(), "--server", &s.url, "--dir"])
+            .arg(&dir)
+            .output()
+            .expect("ferry");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let deploy = start(&[
+        "deploy",
+        "web",
+        "--target",
+        "/dev/vda",
+        "--firmware",
+        "uefi",
+        "--adapt",
+    ]);
+    let capture = start(&[
+        "capture", "--name", "web2", "--disk", "/dev/sda", "--disk", "/dev/sdb",
+    ]);
+    let op = operator(&dir, &s.url);
+    let j = op.job(&deploy).expect("deploy job");
+    assert_eq!(
+        j.steps[0].action,
+        Action::Deploy {
+            image: "web".into(),
+            targets: vec!["/dev/vda".into()],
+            firmware: Some("uefi".into()),
+            adapt: true
+        }
+    );
+    assert_eq!(j.steps[0].state, "sent", "{j:#?}");
+    let j = op.job(&capture).expect("capture job");
+    assert_eq!(
+        j.steps[0].action,
+        Action::Capture {
+            image: "web2".into(),
+            disks: vec!["/dev/sda".into(), "/dev/sdb".into()],
+            parent: None
+        }
+    );
+    assert_eq!(j.online, Some(false));
 }
 
 /// moto's S3 server on a free loopback port; killed when dropped.
