@@ -103,7 +103,7 @@ fn main() -> ExitCode {
         Cmd::Drivers(c) => cli::drivers::run(c),
         Cmd::Agent(c) => cli::agent::run(c),
         Cmd::Boot(c) => cli::boot::run(c),
-        Cmd::Serve(c) => cli::serve::run(c),
+        Cmd::Serve(c) => cli::serve::run(&args.library, c),
         Cmd::Agents(c) => cli::agents::run(c),
         Cmd::Jobs(c) => cli::jobs::run_list(c),
         Cmd::Job(c) => cli::jobs::run_one(c),

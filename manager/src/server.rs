@@ -162,7 +162,11 @@ pub fn guard_library(library: Router, store: Arc<dyn imaging::store::Store>) -> 
                 Some(Principal::Agent(_)) => match method {
                     Method::GET | Method::HEAD => true,
                     Method::PUT => {
-                        let key = req.uri().path().trim_start_matches('/').to_string();
+                        // library_http serves objects at /o/<key>.
+                        let path = req.uri().path().trim_start_matches('/');
+                        let Some(key) = path.strip_prefix("o/").map(str::to_string) else {
+                            return forbidden().into_response();
+                        };
                         let exists = tokio::task::spawn_blocking(move || {
                             store
                                 .list(&key)
@@ -679,13 +683,7 @@ mod tests {
         let lib_store: Arc<dyn imaging::store::Store> =
             Arc::new(imaging::store::LocalStore::new(d.join("lib")));
         lib_store.put("packs/a", b"A").expect("put");
-        // A stand-in for library_http::router: answers every method.
-        let library = Router::new().route(
-            "/{*key}",
-            get(|| async { "got" })
-                .put(|| async { "put" })
-                .delete(|| async { "deleted" }),
-        );
+        let library = crate::library_http::router(lib_store.clone());
         let pxe = d.join("pxe");
         std::fs::create_dir_all(&pxe).expect("pxe");
         std::fs::write(pxe.join("vmlinuz"), b"kernel").expect("kernel");
@@ -710,19 +708,17 @@ mod tests {
         let id = MailboxId::generate().expect("id");
         let agent = state.secret.agent_token(&id);
         let enroll = state.secret.enroll_token();
-        let lib = "/v1/library/packs/a";
+        let lib = "/v1/library/o/packs/a";
         assert_eq!(status(&app, "GET", lib, Some(&op)).await, StatusCode::OK);
-        assert_eq!(status(&app, "DELETE", lib, Some(&op)).await, StatusCode::OK);
         assert_eq!(status(&app, "GET", lib, Some(&agent)).await, StatusCode::OK);
         assert_eq!(
             status(&app, "PUT", lib, Some(&agent)).await,
             StatusCode::FORBIDDEN,
             "exists"
         );
-        assert_eq!(
-            status(&app, "PUT", "/v1/library/packs/b", Some(&agent)).await,
-            StatusCode::OK
-        );
+        assert!(status(&app, "PUT", "/v1/library/o/packs/b", Some(&agent))
+            .await
+            .is_success());
         assert_eq!(
             status(&app, "DELETE", lib, Some(&agent)).await,
             StatusCode::FORBIDDEN
@@ -746,6 +742,7 @@ mod tests {
             StatusCode::FORBIDDEN
         );
         assert_eq!(status(&app, "PUT", &cap, None).await, StatusCode::FORBIDDEN);
+        assert!(status(&app, "DELETE", lib, Some(&op)).await.is_success());
         // PXE media need no credentials and stay inside their directory.
         assert_eq!(
             status(&app, "GET", "/pxe/vmlinuz", None).await,

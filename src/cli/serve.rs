@@ -44,7 +44,7 @@ pub struct ServeArgs {
 }
 
 /// Runs `ferry serve`.
-pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+pub fn run(library: &std::path::Path, a: ServeArgs) -> anyhow::Result<ExitCode> {
     if a.init {
         let out = init::init(&a.dir, &a.sans)
             .with_context(|| format!("initialising {}", a.dir.display()))?;
@@ -96,9 +96,11 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             store,
             offline_factor: a.offline_factor.max(1),
         });
-        // LIBRARY: pass Some((manager::library_http::router(store.clone()), store))
-        // here to serve the image library at /v1/library behind the auth rules.
-        let app = server::app(state.clone(), None, a.pxe.clone());
+        // The image library (--library: a directory, created if new, or an
+        // s3:// URL) at /v1/library, behind the library's auth rules.
+        let lib_store = library_store(library)?;
+        let lib_router = manager::library_http::router(lib_store.clone());
+        let app = server::app(state.clone(), Some((lib_router, lib_store)), a.pxe.clone());
         let listener = server::bind(a.listen).await?;
         let addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(store = store_url, "serving");
@@ -108,4 +110,15 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             .context("serving")?;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
     })
+}
+
+/// The store of the library `ferry serve` exposes: `--library` as a
+/// network URL, or a local directory (made a library if it is new).
+fn library_store(library: &std::path::Path) -> anyhow::Result<Arc<dyn imaging::store::Store>> {
+    if let Some(store) = super::remote_store(library)? {
+        return Ok(Arc::from(store));
+    }
+    imaging::Library::open_or_create_local(library)
+        .with_context(|| format!("opening library {}", library.display()))?;
+    Ok(Arc::new(imaging::store::LocalStore::new(library)))
 }
