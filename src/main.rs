@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "ferry", version, about)]
 struct Args {
-    /// The image library (a directory).
+    /// The image library: a directory, or a file://, https:// (ferry serve) or s3:// URL.
     #[arg(
         long,
         global = true,
