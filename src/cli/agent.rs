@@ -65,7 +65,6 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         modules: a.modules.clone(),
         cmdline: a.cmdline.clone(),
         device_wait: Duration::from_secs(a.device_wait),
-        skip_modules: Vec::new(),
     };
     say(&format!("ferry {} starting", env!("CARGO_PKG_VERSION")));
     let ready = match ramdisk::bring_up(&opts) {

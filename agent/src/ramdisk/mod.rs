@@ -9,7 +9,8 @@
 //! the kernel).
 //!
 //! [`bring_up`] is the agent proper's start: coldplug ([`coldplug`]), a
-//! bounded wait for disks and NICs, the network ([`net`]), the
+//! bounded wait for disks and NICs (`modprobe.blacklist=` is honoured),
+//! the network ([`net`]), the
 //! configuration ([`config`]), the survey, the mailbox. Each step prints a
 //! `ferry-agent: ` line on the console; [`survey_line`] is the stable
 //! one-line summary tests look for. Outside a ramdisk (`--no-pid1`, a
@@ -76,8 +77,6 @@ pub struct Options {
     pub cmdline: Option<String>,
     /// How long to wait for disks and NICs.
     pub device_wait: Duration,
-    /// Modules never to load (tests).
-    pub skip_modules: Vec<String>,
 }
 
 /// A brought-up agent.
@@ -90,9 +89,12 @@ pub struct Ready {
     pub mailbox: Option<Mailbox>,
 }
 
-/// Prints a console line.
+/// Prints a console line, stamped like the kernel's with seconds since boot.
 pub fn say(msg: &str) {
-    println!("ferry-agent: {msg}");
+    println!(
+        "[{:8.3}] ferry-agent: {msg}",
+        uptime(Path::new("/")).unwrap_or(0.0)
+    );
 }
 
 /// Seconds since the kernel started (ROOT/proc/uptime).
@@ -234,12 +236,22 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
             }
         });
     let mut plug = coldplug::Coldplug::default();
-    for m in &opts.skip_modules {
-        plug.failed.insert(m.clone(), "skipped".into());
+    // modprobe.blacklist=a,b as modprobe honours it: never loaded.
+    let words = config::split_cmdline(&cmdline);
+    for m in config::cmdline_value(&words, "modprobe.blacklist")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|m| !m.is_empty())
+    {
+        plug.failed.insert(
+            drivers_db::modalias::normalize_module_name(m),
+            "skipped".into(),
+        );
     }
     let started = Instant::now();
     if let Some(tree) = &tree {
-        coldplug::run(root, tree, opts.machine, coldplug::ALWAYS, &mut plug);
+        let extra: &[&str] = if opts.machine { &[] } else { coldplug::ALWAYS };
+        coldplug::run(root, tree, opts.machine, extra, &mut plug);
         if opts.machine {
             say(&format!(
                 "coldplug: loaded {} modules in {} rounds: {}",
@@ -247,6 +259,14 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
                 plug.rounds,
                 plug.loaded.join(" ")
             ));
+            if !plug.slow.is_empty() {
+                let slow: Vec<String> = plug
+                    .slow
+                    .iter()
+                    .map(|(m, ms)| format!("{m} {ms} ms"))
+                    .collect();
+                say(&format!("coldplug: slow to load: {}", slow.join(", ")));
+            }
         } else {
             say(&format!(
                 "coldplug (dry run): would load {}",
@@ -257,6 +277,20 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
     // Wait (bounded) for disks and NICs, re-running coldplug for devices
     // that appear late (SCSI disks behind a just-loaded HBA).
     let mut s = survey::survey(root).map_err(|e| (e.into(), None))?;
+    let mut up: Vec<String> = Vec::new();
+    let mut links_up = |s: &HardwareSurvey| {
+        let new: Vec<String> = s
+            .nics
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| !up.contains(n))
+            .collect();
+        if opts.machine {
+            net::links_up(&new);
+        }
+        up.extend(new);
+    };
+    links_up(&s);
     while opts.machine
         && (s.disks.is_empty() || s.nics.is_empty())
         && started.elapsed() < opts.device_wait
@@ -266,9 +300,21 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
             coldplug::run(root, tree, true, &[], &mut plug);
         }
         s = survey::survey(root).map_err(|e| (e.into(), None))?;
+        links_up(&s);
+    }
+    // ENODEV is a driver declining hardware that is not there
+    // (crc32c_intel without SSE4.2, efivarfs without UEFI): one quiet line.
+    let declined: Vec<&str> = plug
+        .failed
+        .iter()
+        .filter(|(_, why)| why.contains("ENODEV"))
+        .map(|(m, _)| m.as_str())
+        .collect();
+    if !declined.is_empty() {
+        say(&format!("coldplug: no device for {}", declined.join(" ")));
     }
     for (m, why) in &plug.failed {
-        if why != "skipped" {
+        if why != "skipped" && !why.contains("ENODEV") {
             say(&format!("coldplug: {m}: {why}"));
         }
     }
@@ -287,7 +333,6 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
     ));
 
     // The network.
-    let words = config::split_cmdline(&cmdline);
     let mut net_error = None;
     if opts.machine {
         match net::parse_ip(config::cmdline_value(&words, "ip").as_deref()) {
@@ -354,6 +399,18 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
             },
             mailbox,
         ));
+    }
+    // The file systems deploy and adapt mount, loaded while the agent
+    // already answers (see coldplug::ALWAYS).
+    if opts.machine {
+        if let Some(tree) = tree {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut fs = coldplug::Coldplug::default();
+                coldplug::run(&root, &tree, true, coldplug::ALWAYS, &mut fs);
+                say(&format!("coldplug: file systems: {}", fs.loaded.join(" ")));
+            });
+        }
     }
     Ok(Ready {
         config: cfg,
