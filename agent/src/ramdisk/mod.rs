@@ -39,7 +39,7 @@ pub enum RamdiskError {
     #[error("configuration: {0}")]
     Config(#[from] config::ConfigError),
     /// No disks appeared.
-    #[error("no disks: none appeared within {waited:?}{hint}")]
+    #[error("no disks: none appeared within {waited:?} (optical drives do not count){hint}")]
     NoDisks {
         /// How long it waited.
         waited: Duration,
@@ -87,6 +87,8 @@ pub struct Ready {
     pub survey: HardwareSurvey,
     /// The mailbox, when one is configured.
     pub mailbox: Option<Mailbox>,
+    /// Loading the file-system modules, still running after `ready`.
+    pub background: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Prints a console line, stamped like the kernel's with seconds since boot.
@@ -195,20 +197,41 @@ fn kernel_release(root: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// The disks a deploy could write: optical drives (`sr*`, named so by the
+/// kernel's SCSI CD-ROM driver) do not count, even with a medium (the
+/// boot CD).
+pub fn target_disks(s: &HardwareSurvey) -> usize {
+    s.disks.iter().filter(|d| !d.name.starts_with("sr")).count()
+}
+
 /// Storage controllers (PCI class 01) with no driver bound.
+/// Also virtio block and SCSI devices with no driver (their PCI function
+/// is bound to virtio_pci, the device under it to nothing).
 fn unclaimed_storage(s: &HardwareSurvey) -> Vec<String> {
-    s.pci
+    let ids = |d: &survey::PciDevice| {
+        format!(
+            "{} {}:{}",
+            d.address,
+            hex_id(d.vendor.as_deref()),
+            hex_id(d.device.as_deref())
+        )
+    };
+    let mut out: Vec<String> = s
+        .pci
         .iter()
         .filter(|d| d.base_class() == Some(0x01) && d.driver.is_none())
-        .map(|d| {
-            format!(
-                "{} {}:{}",
-                d.address,
-                hex_id(d.vendor.as_deref()),
-                hex_id(d.device.as_deref())
-            )
-        })
-        .collect()
+        .map(ids)
+        .collect();
+    for d in &s.devices {
+        if matches!(d.virtio_id(), Some(2 | 8)) && d.driver.is_none() {
+            let parent = s.pci.iter().find(|p| Some(&p.address) == d.pci.as_ref());
+            out.push(match parent {
+                Some(p) => format!("{} (virtio storage on {})", d.name, ids(p)),
+                None => format!("{} (virtio storage)", d.name),
+            });
+        }
+    }
+    out
 }
 
 /// Brings the agent up (see the module documentation).
@@ -292,7 +315,7 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
     };
     links_up(&s);
     while opts.machine
-        && (s.disks.is_empty() || s.nics.is_empty())
+        && (target_disks(&s) == 0 || s.nics.is_empty())
         && started.elapsed() < opts.device_wait
     {
         std::thread::sleep(Duration::from_millis(250));
@@ -373,7 +396,7 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
     // Survey once more, now that everything is up, and print it.
     let s = survey::survey(root).map_err(|e| (e.into(), None))?;
     say(&survey_line(&s));
-    if s.disks.is_empty() {
+    if target_disks(&s) == 0 {
         let unclaimed = unclaimed_storage(&s);
         let hint = if unclaimed.is_empty() {
             String::new()
@@ -402,20 +425,22 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
     }
     // The file systems deploy and adapt mount, loaded while the agent
     // already answers (see coldplug::ALWAYS).
+    let mut background = None;
     if opts.machine {
         if let Some(tree) = tree {
             let root = root.clone();
-            std::thread::spawn(move || {
+            background = Some(std::thread::spawn(move || {
                 let mut fs = coldplug::Coldplug::default();
                 coldplug::run(&root, &tree, true, coldplug::ALWAYS, &mut fs);
                 say(&format!("coldplug: file systems: {}", fs.loaded.join(" ")));
-            });
+            }));
         }
     }
     Ok(Ready {
         config: cfg,
         survey: s,
         mailbox,
+        background,
     })
 }
 
