@@ -613,8 +613,10 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("1af4:1001"), "{line}");
-        assert!(line.contains("disks: vda "), "{line}");
-        assert!(line.contains("virtio_blk"), "{line}");
+        assert!(line.contains("vda 2.0 GiB virtio_blk"), "{line}");
+        // sr0 (the fixture's CD drive) is listed but is no deploy target.
+        assert!(line.contains("sr0 "), "{line}");
+        assert_eq!(target_disks(&s), 1);
         assert!(line.contains("nics: "), "{line}");
     }
 }
