@@ -7,7 +7,7 @@
 //! tree is taken, then its dependency closure ([`KernelModules::closure`]:
 //! `modules.dep` and softdeps); excluded names are dropped last (a test
 //! builds a ramdisk without `virtio_blk` this way). [`stage`] copies the
-//! files into a fresh tree and regenerates `modules.alias`, `modules.dep`
+//! files into a fresh tree (compressing uncompressed modules with zstd) and regenerates `modules.alias`, `modules.dep`
 //! and `modules.softdep` for just that subset with drivers-db's depmod, so
 //! the agent's coldplug matches devices against what the ramdisk holds.
 //! `modules.builtin` and `modules.builtin.modinfo` are copied as they are.
@@ -93,16 +93,34 @@ pub fn select(tree: &Path, list: &str, exclude: &[String]) -> Result<Selection, 
     })
 }
 
-/// Copies the selection into `dest` (a new `…/modules/VERSION` directory)
+/// zstd level for modules: per-file compression keeps the ramdisk the
+/// kernel unpacks at boot ~3x smaller (under emulation, unpacking 80 MB of
+/// modules costs seconds); the agent decompresses only those it loads.
+const MODULE_ZSTD_LEVEL: i32 = 15;
+
+/// Copies the selection into `dest` (uncompressed `.ko` files become
+/// `.ko.zst`) (a new `…/modules/VERSION` directory)
 /// with regenerated indexes; returns how many modules it indexed.
 pub fn stage(sel: &Selection, dest: &Path) -> Result<usize, BootError> {
     for rel in &sel.files {
         let from = sel.tree.join(rel);
-        let to = dest.join(rel);
+        let uncompressed = rel.extension().is_some_and(|e| e == "ko");
+        let to = if uncompressed {
+            dest.join(format!("{}.zst", rel.display()))
+        } else {
+            dest.join(rel)
+        };
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).map_err(BootError::io("creating", parent))?;
         }
-        std::fs::copy(&from, &to).map_err(BootError::io("copying", &from))?;
+        if uncompressed {
+            let data = std::fs::read(&from).map_err(BootError::io("reading", &from))?;
+            let z = zstd::bulk::compress(&data, MODULE_ZSTD_LEVEL)
+                .map_err(BootError::io("compressing", &from))?;
+            std::fs::write(&to, z).map_err(BootError::io("writing", &to))?;
+        } else {
+            std::fs::copy(&from, &to).map_err(BootError::io("copying", &from))?;
+        }
     }
     for name in [
         "modules.builtin",

@@ -65,7 +65,6 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         modules: a.modules.clone(),
         cmdline: a.cmdline.clone(),
         device_wait: Duration::from_secs(a.device_wait),
-        skip_modules: Vec::new(),
     };
     say(&format!("ferry {} starting", env!("CARGO_PKG_VERSION")));
     let ready = match ramdisk::bring_up(&opts) {
@@ -108,8 +107,18 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
                 say(&format!("heartbeat: {e}"));
             }
         }
-        if !rss_printed {
+        // Idle means bring-up is over, background module loading included.
+        let busy = ready.background.as_ref().is_some_and(|h| !h.is_finished());
+        if !rss_printed && !busy {
             rss_printed = true;
+            // mimalloc frees lazily, on its next call: an idle agent makes
+            // none, so hand what bring-up used back to the kernel now.
+            #[cfg(target_env = "musl")]
+            // SAFETY: mi_collect only walks mimalloc's own heaps; it is
+            // safe to call from any thread at any time.
+            unsafe {
+                libmimalloc_sys::mi_collect(true)
+            };
             say(&format!(
                 "idle: rss {} KiB after {:.0} s",
                 ramdisk::rss_kib().unwrap_or(0),

@@ -1,9 +1,11 @@
 //! Coldplug: load the ramdisk's kernel modules for the devices present.
 //!
-//! Each round surveys ROOT/sys, plans every device modalias (PCI and the
-//! other buses: virtio, scsi, vmbus, xen, …) against the ramdisk's module
-//! tree with drivers-db's [`Planner`], and loads what is not loaded yet, in
-//! dependency order, with `init_module(2)` (modules compressed with xz,
+//! Each round surveys ROOT/sys, matches every device modalias (PCI and the
+//! other buses: virtio, scsi, vmbus, xen, …, plus the virtio-bus modalias
+//! each virtio PCI function will register) against the ramdisk's
+//! `modules.alias` with drivers-db, and loads what is not loaded yet, in
+//! dependency order ([`KernelModules::closure`]; no module file is opened
+//! to plan, which matters under emulation), with `init_module(2)` (modules compressed with xz,
 //! zstd or gzip are decompressed in-process). Loading a bus driver reveals
 //! new devices (virtio_pci → the virtio block and net devices; ahci → SCSI
 //! disks needing sd_mod), so rounds repeat until one loads nothing new.
@@ -15,7 +17,7 @@ use std::io::Read;
 use std::path::Path;
 
 use drivers_db::compression::{read_bounded, Compression};
-use drivers_db::{KernelModules, Planner};
+use drivers_db::{virtio_bus_modalias, KernelModules};
 
 use crate::survey::{self, HardwareSurvey};
 
@@ -23,7 +25,8 @@ use crate::survey::{self, HardwareSurvey};
 const MAX_MODULE: u64 = 256 << 20;
 
 /// Modules loaded by name whatever the hardware: the file systems deploy
-/// and adapt mount.
+/// and adapt mount. Loaded after `ready` (see `bring_up`): nothing before
+/// the first command needs them, and ext4 and xfs are the slowest to load.
 pub const ALWAYS: &[&str] = &[
     "ext4",
     "xfs",
@@ -45,6 +48,9 @@ pub struct Coldplug {
     pub failed: BTreeMap<String, String>,
     /// Rounds run.
     pub rounds: u32,
+    /// Modules that took over 300 ms to load (driver probes that wait,
+    /// big modules under emulation), with the milliseconds.
+    pub slow: Vec<(String, u128)>,
 }
 
 /// Every device modalias in a survey.
@@ -53,6 +59,10 @@ pub fn modaliases(s: &HardwareSurvey) -> Vec<String> {
     s.pci
         .iter()
         .filter_map(|d| d.modalias.clone())
+        .flat_map(|m| {
+            let v = virtio_bus_modalias(&m);
+            std::iter::once(m).chain(v)
+        })
         .chain(s.devices.iter().filter_map(|d| d.modalias.clone()))
         .filter(|m| seen.insert(m.clone()))
         .collect()
@@ -87,23 +97,22 @@ fn load_file(path: &Path) -> Result<(), String> {
 /// documentation). `load` false only plans (for tests outside a ramdisk).
 /// `extra` names modules to load whatever the devices.
 pub fn run(root: &Path, tree: &KernelModules, load: bool, extra: &[&str], report: &mut Coldplug) {
-    let planner = Planner::new(tree);
     for _ in 0..8 {
         report.rounds += 1;
         let Ok(s) = survey::survey(root) else {
             return;
         };
-        let mut order: Vec<String> = match planner.plan(&modaliases(&s)) {
-            Ok(plan) => plan.load_order().into_iter().map(String::from).collect(),
-            Err(e) => {
-                report.failed.insert("(plan)".into(), e.to_string());
-                Vec::new()
+        let mut wanted: Vec<String> = Vec::new();
+        for alias in modaliases(&s) {
+            for m in tree.match_modalias(&alias) {
+                if !wanted.contains(&m) {
+                    wanted.push(m);
+                }
             }
-        };
-        let extra: Vec<String> = extra.iter().map(|m| m.to_string()).collect();
-        order.extend(tree.closure(&extra));
+        }
+        wanted.extend(extra.iter().map(|m| m.to_string()));
         let mut new = 0;
-        for m in order {
+        for m in tree.closure(&wanted) {
             if report.loaded.contains(&m)
                 || report.planned.contains(&m)
                 || report.failed.contains_key(&m)
@@ -118,8 +127,13 @@ pub fn run(root: &Path, tree: &KernelModules, load: bool, extra: &[&str], report
                 report.planned.push(m);
                 continue;
             }
+            let t = std::time::Instant::now();
             match load_file(&file) {
                 Ok(()) => {
+                    let ms = t.elapsed().as_millis();
+                    if ms > 300 {
+                        report.slow.push((m.clone(), ms));
+                    }
                     report.loaded.push(m);
                     new += 1;
                 }
@@ -132,6 +146,6 @@ pub fn run(root: &Path, tree: &KernelModules, load: bool, extra: &[&str], report
             return;
         }
         // Let the new drivers probe and register their devices.
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

@@ -9,7 +9,8 @@
 //! the kernel).
 //!
 //! [`bring_up`] is the agent proper's start: coldplug ([`coldplug`]), a
-//! bounded wait for disks and NICs, the network ([`net`]), the
+//! bounded wait for disks and NICs (`modprobe.blacklist=` is honoured),
+//! the network ([`net`]), the
 //! configuration ([`config`]), the survey, the mailbox. Each step prints a
 //! `ferry-agent: ` line on the console; [`survey_line`] is the stable
 //! one-line summary tests look for. Outside a ramdisk (`--no-pid1`, a
@@ -38,7 +39,7 @@ pub enum RamdiskError {
     #[error("configuration: {0}")]
     Config(#[from] config::ConfigError),
     /// No disks appeared.
-    #[error("no disks: none appeared within {waited:?}{hint}")]
+    #[error("no disks: none appeared within {waited:?} (optical drives do not count){hint}")]
     NoDisks {
         /// How long it waited.
         waited: Duration,
@@ -76,8 +77,6 @@ pub struct Options {
     pub cmdline: Option<String>,
     /// How long to wait for disks and NICs.
     pub device_wait: Duration,
-    /// Modules never to load (tests).
-    pub skip_modules: Vec<String>,
 }
 
 /// A brought-up agent.
@@ -88,11 +87,16 @@ pub struct Ready {
     pub survey: HardwareSurvey,
     /// The mailbox, when one is configured.
     pub mailbox: Option<Mailbox>,
+    /// Loading the file-system modules, still running after `ready`.
+    pub background: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Prints a console line.
+/// Prints a console line, stamped like the kernel's with seconds since boot.
 pub fn say(msg: &str) {
-    println!("ferry-agent: {msg}");
+    println!(
+        "[{:8.3}] ferry-agent: {msg}",
+        uptime(Path::new("/")).unwrap_or(0.0)
+    );
 }
 
 /// Seconds since the kernel started (ROOT/proc/uptime).
@@ -193,20 +197,41 @@ fn kernel_release(root: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// The disks a deploy could write: optical drives (`sr*`, named so by the
+/// kernel's SCSI CD-ROM driver) do not count, even with a medium (the
+/// boot CD).
+pub fn target_disks(s: &HardwareSurvey) -> usize {
+    s.disks.iter().filter(|d| !d.name.starts_with("sr")).count()
+}
+
 /// Storage controllers (PCI class 01) with no driver bound.
+/// Also virtio block and SCSI devices with no driver (their PCI function
+/// is bound to virtio_pci, the device under it to nothing).
 fn unclaimed_storage(s: &HardwareSurvey) -> Vec<String> {
-    s.pci
+    let ids = |d: &survey::PciDevice| {
+        format!(
+            "{} {}:{}",
+            d.address,
+            hex_id(d.vendor.as_deref()),
+            hex_id(d.device.as_deref())
+        )
+    };
+    let mut out: Vec<String> = s
+        .pci
         .iter()
         .filter(|d| d.base_class() == Some(0x01) && d.driver.is_none())
-        .map(|d| {
-            format!(
-                "{} {}:{}",
-                d.address,
-                hex_id(d.vendor.as_deref()),
-                hex_id(d.device.as_deref())
-            )
-        })
-        .collect()
+        .map(ids)
+        .collect();
+    for d in &s.devices {
+        if matches!(d.virtio_id(), Some(2 | 8)) && d.driver.is_none() {
+            let parent = s.pci.iter().find(|p| Some(&p.address) == d.pci.as_ref());
+            out.push(match parent {
+                Some(p) => format!("{} (virtio storage on {})", d.name, ids(p)),
+                None => format!("{} (virtio storage)", d.name),
+            });
+        }
+    }
+    out
 }
 
 /// Brings the agent up (see the module documentation).
@@ -234,12 +259,22 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
             }
         });
     let mut plug = coldplug::Coldplug::default();
-    for m in &opts.skip_modules {
-        plug.failed.insert(m.clone(), "skipped".into());
+    // modprobe.blacklist=a,b as modprobe honours it: never loaded.
+    let words = config::split_cmdline(&cmdline);
+    for m in config::cmdline_value(&words, "modprobe.blacklist")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|m| !m.is_empty())
+    {
+        plug.failed.insert(
+            drivers_db::modalias::normalize_module_name(m),
+            "skipped".into(),
+        );
     }
     let started = Instant::now();
     if let Some(tree) = &tree {
-        coldplug::run(root, tree, opts.machine, coldplug::ALWAYS, &mut plug);
+        let extra: &[&str] = if opts.machine { &[] } else { coldplug::ALWAYS };
+        coldplug::run(root, tree, opts.machine, extra, &mut plug);
         if opts.machine {
             say(&format!(
                 "coldplug: loaded {} modules in {} rounds: {}",
@@ -247,6 +282,14 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
                 plug.rounds,
                 plug.loaded.join(" ")
             ));
+            if !plug.slow.is_empty() {
+                let slow: Vec<String> = plug
+                    .slow
+                    .iter()
+                    .map(|(m, ms)| format!("{m} {ms} ms"))
+                    .collect();
+                say(&format!("coldplug: slow to load: {}", slow.join(", ")));
+            }
         } else {
             say(&format!(
                 "coldplug (dry run): would load {}",
@@ -257,8 +300,22 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
     // Wait (bounded) for disks and NICs, re-running coldplug for devices
     // that appear late (SCSI disks behind a just-loaded HBA).
     let mut s = survey::survey(root).map_err(|e| (e.into(), None))?;
+    let mut up: Vec<String> = Vec::new();
+    let mut links_up = |s: &HardwareSurvey| {
+        let new: Vec<String> = s
+            .nics
+            .iter()
+            .map(|n| n.name.clone())
+            .filter(|n| !up.contains(n))
+            .collect();
+        if opts.machine {
+            net::links_up(&new);
+        }
+        up.extend(new);
+    };
+    links_up(&s);
     while opts.machine
-        && (s.disks.is_empty() || s.nics.is_empty())
+        && (target_disks(&s) == 0 || s.nics.is_empty())
         && started.elapsed() < opts.device_wait
     {
         std::thread::sleep(Duration::from_millis(250));
@@ -266,9 +323,21 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
             coldplug::run(root, tree, true, &[], &mut plug);
         }
         s = survey::survey(root).map_err(|e| (e.into(), None))?;
+        links_up(&s);
+    }
+    // ENODEV is a driver declining hardware that is not there
+    // (crc32c_intel without SSE4.2, efivarfs without UEFI): one quiet line.
+    let declined: Vec<&str> = plug
+        .failed
+        .iter()
+        .filter(|(_, why)| why.contains("ENODEV"))
+        .map(|(m, _)| m.as_str())
+        .collect();
+    if !declined.is_empty() {
+        say(&format!("coldplug: no device for {}", declined.join(" ")));
     }
     for (m, why) in &plug.failed {
-        if why != "skipped" {
+        if why != "skipped" && !why.contains("ENODEV") {
             say(&format!("coldplug: {m}: {why}"));
         }
     }
@@ -287,7 +356,6 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
     ));
 
     // The network.
-    let words = config::split_cmdline(&cmdline);
     let mut net_error = None;
     if opts.machine {
         match net::parse_ip(config::cmdline_value(&words, "ip").as_deref()) {
@@ -328,7 +396,7 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
     // Survey once more, now that everything is up, and print it.
     let s = survey::survey(root).map_err(|e| (e.into(), None))?;
     say(&survey_line(&s));
-    if s.disks.is_empty() {
+    if target_disks(&s) == 0 {
         let unclaimed = unclaimed_storage(&s);
         let hint = if unclaimed.is_empty() {
             String::new()
@@ -355,10 +423,24 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
             mailbox,
         ));
     }
+    // The file systems deploy and adapt mount, loaded while the agent
+    // already answers (see coldplug::ALWAYS).
+    let mut background = None;
+    if opts.machine {
+        if let Some(tree) = tree {
+            let root = root.clone();
+            background = Some(std::thread::spawn(move || {
+                let mut fs = coldplug::Coldplug::default();
+                coldplug::run(&root, &tree, true, coldplug::ALWAYS, &mut fs);
+                say(&format!("coldplug: file systems: {}", fs.loaded.join(" ")));
+            }));
+        }
+    }
     Ok(Ready {
         config: cfg,
         survey: s,
         mailbox,
+        background,
     })
 }
 
@@ -531,8 +613,10 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("1af4:1001"), "{line}");
-        assert!(line.contains("disks: vda "), "{line}");
-        assert!(line.contains("virtio_blk"), "{line}");
+        assert!(line.contains("vda 2.0 GiB virtio_blk"), "{line}");
+        // sr0 (the fixture's CD drive) is listed but is no deploy target.
+        assert!(line.contains("sr0 "), "{line}");
+        assert_eq!(target_disks(&s), 1);
         assert!(line.contains("nics: "), "{line}");
     }
 }

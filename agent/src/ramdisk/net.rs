@@ -103,6 +103,14 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Sets every NIC up without waiting, so their links negotiate while the
+/// agent waits for disks.
+pub fn links_up(nics: &[String]) {
+    for n in nics {
+        let _ = ip(&["link", "set", n, "up"]);
+    }
+}
+
 /// Brings `nic` up and waits (bounded) for its carrier.
 pub fn link_up(root: &Path, nic: &str, wait: Duration) -> bool {
     let _ = ip(&["link", "set", nic, "up"]);
