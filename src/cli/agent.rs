@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use agent::mailbox::AgentState;
 use agent::ramdisk::{self, say};
+use agent::runner::{self, RunnerConfig};
+use imaging::remote::RemoteOptions;
 
 /// Arguments of `ferry agent`.
 #[derive(clap::Args)]
@@ -49,7 +51,7 @@ pub fn started_as_init(argv0: Option<&OsString>) -> bool {
         .unwrap_or(false)
 }
 
-/// Set when the agent is asked to stop (never, until the runner arrives).
+/// Set when the agent is asked to stop (`--once`).
 static STOP: AtomicBool = AtomicBool::new(false);
 
 /// Runs `ferry agent`.
@@ -81,53 +83,70 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let hb = ready.config.heartbeat();
-    // replaced by runner::run at merge
-    if let Some(m) = &ready.mailbox {
-        m.write_status(&ramdisk::status(
-            AgentState::Idle,
-            Some(&ready.survey),
-            None,
-        ))?;
-        m.heartbeat(hb.as_millis() as u64)?;
-        say(&format!(
-            "mailbox: {} (status written, heartbeat every {hb:?})",
-            m.transport().describe()
-        ));
-    }
     say(&format!(
         "ready {:.1} s after the kernel started",
         ramdisk::uptime(&a.root).unwrap_or(0.0)
     ));
-    let mut rss_printed = false;
-    let start = Instant::now();
-    while !STOP.load(Ordering::Relaxed) {
-        std::thread::sleep(hb);
-        if let Some(m) = &ready.mailbox {
-            if let Err(e) = m.heartbeat(hb.as_millis() as u64) {
-                say(&format!("heartbeat: {e}"));
-            }
+    let background = ready.background;
+    std::thread::spawn(move || report_idle_rss(background));
+    let Some(mailbox) = ready.mailbox else {
+        // No mailbox: the survey on the console is all there is to give.
+        while !a.once {
+            std::thread::sleep(hb);
         }
-        // Idle means bring-up is over, background module loading included.
-        let busy = ready.background.as_ref().is_some_and(|h| !h.is_finished());
-        if !rss_printed && !busy {
-            rss_printed = true;
-            // mimalloc frees lazily, on its next call: an idle agent makes
-            // none, so hand what bring-up used back to the kernel now.
-            #[cfg(target_env = "musl")]
-            // SAFETY: mi_collect only walks mimalloc's own heaps; it is
-            // safe to call from any thread at any time.
-            unsafe {
-                libmimalloc_sys::mi_collect(true)
-            };
-            say(&format!(
-                "idle: rss {} KiB after {:.0} s",
-                ramdisk::rss_kib().unwrap_or(0),
-                start.elapsed().as_secs_f64()
-            ));
-        }
-        if a.once {
-            break;
-        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    say(&format!(
+        "mailbox: {} (heartbeat every {hb:?})",
+        mailbox.transport().describe()
+    ));
+    if a.once {
+        // Long enough for the first status and heartbeat.
+        std::thread::spawn(move || {
+            std::thread::sleep(hb / 2);
+            STOP.store(true, Ordering::Relaxed);
+        });
+    }
+    let cfg = RunnerConfig {
+        root: a.root.clone(),
+        heartbeat: hb,
+        library: ready.config.library(),
+        remote: RemoteOptions {
+            token: ready.agent_token.clone(),
+            ca_pem: ready.config.ca_pem.clone().map(String::into_bytes),
+            ..RemoteOptions::default()
+        },
+        drivers: None,
+        // Reboot, poweroff and kexec act only on a machine the agent owns.
+        allow_power: a.pid1,
+        ..RunnerConfig::default()
+    };
+    if let Err(e) = runner::run(mailbox, ready.survey, &cfg, &STOP) {
+        say(&format!("FATAL: {}", runner::error_chain(&e)));
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the agent's memory once bring-up is over (background module
+/// loading included): the idle RSS the target is about.
+fn report_idle_rss(background: Option<std::thread::JoinHandle<()>>) {
+    let start = Instant::now();
+    if let Some(h) = background {
+        let _ = h.join();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    // mimalloc frees lazily, on its next call: an idle agent makes none,
+    // so hand what bring-up used back to the kernel now.
+    #[cfg(target_env = "musl")]
+    // SAFETY: mi_collect only walks mimalloc's own heaps; it is safe to
+    // call from any thread at any time.
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    };
+    say(&format!(
+        "idle: rss {} KiB after {:.0} s",
+        ramdisk::rss_kib().unwrap_or(0),
+        start.elapsed().as_secs_f64()
+    ));
 }

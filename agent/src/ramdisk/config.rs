@@ -70,9 +70,39 @@ pub struct AgentConfig {
     /// Seconds between heartbeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_secs: Option<u64>,
+    /// The image library for capture and deploy (a path, `https://` or
+    /// `s3://` URL). Default for an `https://` server: its `/v1/library`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<String>,
 }
 
 impl AgentConfig {
+    /// The image library: the configured one, or an `https://` server's.
+    pub fn library(&self) -> Option<String> {
+        self.library.clone().or_else(|| {
+            let server = self.server.as_deref()?;
+            let base = server.split("/v1/").next().unwrap_or(server);
+            server
+                .starts_with("https://")
+                .then(|| format!("{}/v1/library", base.trim_end_matches('/')))
+        })
+    }
+
+    /// What the agent trusts for an `https://` server: the embedded CA,
+    /// else the pinned fingerprint.
+    pub fn trust(&self) -> Result<Option<crate::mailbox::https::Trust>, String> {
+        use crate::mailbox::https::Trust;
+        if let Some(pem) = &self.ca_pem {
+            return Ok(Some(Trust::CaPem(pem.as_bytes().to_vec())));
+        }
+        match &self.ca_sha256 {
+            Some(hex) => Trust::parse(&format!("sha256:{hex}"))
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
+    }
+
     /// The heartbeat interval.
     pub fn heartbeat(&self) -> Duration {
         self.heartbeat_secs
@@ -150,6 +180,9 @@ pub fn load(root: &Path, cmdline: &str) -> Result<AgentConfig, ConfigError> {
     }
     if let Some(v) = cmdline_value(&words, "ferry.token") {
         cfg.enroll_token = Some(v);
+    }
+    if let Some(v) = cmdline_value(&words, "ferry.library") {
+        cfg.library = Some(v);
     }
     if let Some(v) = cmdline_value(&words, "ferry.ca") {
         let hex = v

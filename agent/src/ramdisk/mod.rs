@@ -87,6 +87,8 @@ pub struct Ready {
     pub survey: HardwareSurvey,
     /// The mailbox, when one is configured.
     pub mailbox: Option<Mailbox>,
+    /// The agent's own token (after enrolment), for the network library.
+    pub agent_token: Option<String>,
     /// Loading the file-system modules, still running after `ready`.
     pub background: Option<std::thread::JoinHandle<()>>,
 }
@@ -375,13 +377,17 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
     }
 
     // The mailbox.
+    let mut agent_token = None;
     let mailbox = match &cfg.server {
         None => {
             say("mailbox: none configured (ferry.server=); the survey is on the console only");
             None
         }
-        Some(server) => match open_mailbox(server) {
-            Ok(m) => Some(m),
+        Some(server) => match open_mailbox(server, &cfg) {
+            Ok((m, token)) => {
+                agent_token = token;
+                Some(m)
+            }
             Err(reason) => {
                 return Err((
                     RamdiskError::Mailbox {
@@ -440,19 +446,46 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
         config: cfg,
         survey: s,
         mailbox,
+        agent_token,
         background,
     })
 }
 
-/// Opens the mailbox a server URL names. On this branch only `file://`
-/// mailboxes exist; HTTPS and S3 arrive with the manager.
-pub fn open_mailbox(server: &str) -> Result<Mailbox, String> {
+/// Opens the mailbox `server` names (`file:///dir`, `https://manager`,
+/// `s3://bucket/prefix/mailboxes/<id>`). On an `https://` server the agent
+/// enrols with the enrolment token, unless the token is already an agent
+/// token (`ferry-agent.<id>.…`, kept from an earlier boot); it returns the
+/// agent's own token with the mailbox.
+pub fn open_mailbox(server: &str, cfg: &AgentConfig) -> Result<(Mailbox, Option<String>), String> {
+    let open = |t: Box<dyn mailbox::Transport>| Mailbox::new(t, 0).map_err(|e| e.to_string());
     if let Some(dir) = server.strip_prefix("file://") {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
-        let t = mailbox::LocalTransport::new(dir);
-        return Mailbox::new(Box::new(t), 0).map_err(|e| e.to_string());
+        return Ok((open(Box::new(mailbox::LocalTransport::new(dir)))?, None));
     }
-    Err("https mailboxes arrive with the manager (issue 7)".into())
+    if server.starts_with("https://") {
+        let trust = cfg.trust()?.ok_or_else(|| {
+            "an https:// server needs its CA: ca_pem in the media's agent.json, or ferry.ca=sha256:…"
+                .to_string()
+        })?;
+        let token = cfg
+            .enroll_token
+            .as_deref()
+            .ok_or_else(|| "no token: ferry.token= or enroll_token in agent.json".to_string())?;
+        let agent_token = if mailbox::connect::token_mailbox(token).is_some() {
+            token.to_string()
+        } else {
+            let base = server.split("/v1/").next().unwrap_or(server);
+            let (id, agent_token) = mailbox::connect::enroll(base, token, &trust)
+                .map_err(|e| format!("enrolling: {e}"))?;
+            say(&format!("mailbox: enrolled as {id}"));
+            agent_token
+        };
+        let t = mailbox::connect::connect(server, &agent_token, Some(&trust))
+            .map_err(|e| e.to_string())?;
+        return Ok((open(t)?, Some(agent_token)));
+    }
+    let t = mailbox::connect::connect(server, "", None).map_err(|e| e.to_string())?;
+    Ok((open(t)?, None))
 }
 
 /// The status an agent writes.
