@@ -90,9 +90,12 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let background = ready.background;
     std::thread::spawn(move || report_idle_rss(background));
     let Some(mailbox) = ready.mailbox else {
-        // No mailbox: the survey on the console is all there is to give.
-        while !a.once {
-            std::thread::sleep(hb);
+        // No mailbox: the survey on the console is all there is to give;
+        // stay up (PID 1's child) unless asked to stop at once.
+        if !a.once {
+            loop {
+                std::thread::park();
+            }
         }
         return Ok(ExitCode::SUCCESS);
     };

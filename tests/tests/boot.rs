@@ -23,6 +23,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use ferry_tests::manager::Manager;
 use ferry_tests::qemu::{Machine, Vm};
 use ferry_tests::{ferry_bin, is_root, ok, run};
 
@@ -424,7 +425,7 @@ fn survey_line(console: &str) -> String {
 
 /// Boots `machine`, waits for `ready`, checks the survey line holds each of
 /// `expect`, and records time and memory.
-fn boot_to_ready(machine: &Machine, expect: &[&str]) {
+fn boot_to_ready(machine: &Machine, expect: &[&str], mgr: &Manager, mac: &str) {
     let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
     let log = logs().join(format!("boot-{}.log", machine.config));
     let mut vm = Vm::boot(machine, Path::new("/dev/null"), &log);
@@ -458,6 +459,18 @@ fn boot_to_ready(machine: &Machine, expect: &[&str]) {
         vm.elapsed().as_secs_f64()
     );
     assert!(rss.is_ok(), "{}: no idle RSS line", machine.config);
+    // The survey arrived through the mailbox, over HTTPS, at the manager.
+    let (id, status) = mgr.wait_for_agent(mac, Duration::from_secs(120));
+    check_reported(&machine.config, &status, expect);
+    let hb = mgr
+        .mailbox_file(&id, "heartbeat.json")
+        .unwrap_or_else(|| panic!("{}: agent {id} wrote no heartbeat", machine.config));
+    assert!(hb["interval_ms"].as_u64().is_some(), "heartbeat: {hb}");
+    eprintln!(
+        "{}: agent {id} reported in to {}",
+        machine.config,
+        mgr.url()
+    );
     let _ = std::fs::write(
         logs().join(format!("boot-{}.timing", machine.config)),
         format!(
@@ -465,6 +478,61 @@ fn boot_to_ready(machine: &Machine, expect: &[&str]) {
             vm.elapsed().as_secs_f64()
         ),
     );
+}
+
+/// Checks that the status the agent wrote to its mailbox holds the VM's
+/// PCI ids (`vvvv:dddd` in `expect`) and disks (`name SIZE …` in `expect`).
+fn check_reported(config: &str, status: &serde_json::Value, expect: &[&str]) {
+    let survey = &status["survey"];
+    let pci: Vec<String> = survey["pci"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    let id = |k: &str| {
+                        d[k].as_str()
+                            .unwrap_or("")
+                            .trim_start_matches("0x")
+                            .to_string()
+                    };
+                    format!("{}:{}", id("vendor"), id("device"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let disks: Vec<&str> = survey["disks"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d["name"].as_str()).collect())
+        .unwrap_or_default();
+    for want in expect {
+        let is_pci = want.len() == 9 && want.as_bytes()[4] == b':';
+        if is_pci {
+            assert!(
+                pci.iter().any(|p| p == want),
+                "{config}: mailbox survey lacks PCI {want}: {pci:?}"
+            );
+        } else if want.contains(" GiB") {
+            let name = want.split_whitespace().next().unwrap_or("");
+            assert!(
+                disks.contains(&name),
+                "{config}: mailbox survey lacks disk {name}: {disks:?}"
+            );
+        }
+    }
+}
+
+/// An ISO (BIOS + UEFI) whose agent reports to `mgr`.
+fn iso_for(mgr: &Manager, name: &str) -> PathBuf {
+    let m = media();
+    let iso = m.dir.join(format!("{name}.iso"));
+    ok(boot_cmd()
+        .arg("iso")
+        .arg("--output")
+        .arg(&iso)
+        .arg("--initrd")
+        .arg(&m.initrd)
+        .args(["--cmdline", &format!("{CMDLINE} {}", mgr.guest_cmdline())]));
+    iso
 }
 
 fn disk(name: &str, mib: u64) -> PathBuf {
@@ -480,12 +548,13 @@ fn iso_boots_under_seabios_and_surveys_the_vm() {
         eprintln!("SKIPPED iso_boots_under_seabios_and_surveys_the_vm: {why}");
         return;
     }
-    let m = media();
+    let mgr = Manager::start();
+    let iso = iso_for(&mgr, "bios");
     let d = disk("bios.img", 2048);
     let drive = format!("file={},format=raw,if=none,id=d0", d.display());
     let cd = format!(
         "file={},format=raw,media=cdrom,if=none,id=cd0",
-        m.iso.display()
+        iso.display()
     );
     let machine = Machine::from_args(
         "iso-bios",
@@ -522,6 +591,8 @@ fn iso_boots_under_seabios_and_surveys_the_vm() {
             "serial=FERRYBIOS01",
             "52:54:00:12:34:61 e1000",
         ],
+        &mgr,
+        "52:54:00:12:34:61",
     );
 }
 
@@ -531,12 +602,13 @@ fn iso_boots_under_ovmf_and_surveys_the_vm() {
         eprintln!("SKIPPED iso_boots_under_ovmf_and_surveys_the_vm: {why}");
         return;
     }
-    let m = media();
+    let mgr = Manager::start();
+    let iso = iso_for(&mgr, "uefi");
     let d = disk("uefi.img", 1024);
     let drive = format!("file={},format=raw,if=none,id=d0", d.display());
     let cd = format!(
         "file={},format=raw,media=cdrom,if=none,id=cd0",
-        m.iso.display()
+        iso.display()
     );
     let machine = Machine::from_args(
         "iso-uefi",
@@ -574,6 +646,8 @@ fn iso_boots_under_ovmf_and_surveys_the_vm() {
             "serial=FERRYUEFI01",
             "52:54:00:12:34:62 virtio_net",
         ],
+        &mgr,
+        "52:54:00:12:34:62",
     );
 }
 
@@ -583,10 +657,18 @@ fn pxe_boots_through_qemu_tftp_and_ipxe() {
         eprintln!("SKIPPED pxe_boots_through_qemu_tftp_and_ipxe: {why}");
         return;
     }
-    let m = media();
+    let mgr = Manager::start();
+    let pxe = media().dir.join("pxe-mgr");
+    ok(boot_cmd()
+        .arg("pxe")
+        .arg("--output")
+        .arg(&pxe)
+        .arg("--initrd")
+        .arg(&media().initrd)
+        .args(["--cmdline", &format!("{CMDLINE} {}", mgr.guest_cmdline())]));
     let d = disk("pxe.img", 1536);
     let drive = format!("file={},format=raw,if=none,id=d0", d.display());
-    let net = format!("user,id=n0,tftp={},bootfile=boot.ipxe", m.pxe.display());
+    let net = format!("user,id=n0,tftp={},bootfile=boot.ipxe", pxe.display());
     let machine = Machine::from_args(
         "pxe",
         &[
@@ -619,6 +701,8 @@ fn pxe_boots_through_qemu_tftp_and_ipxe() {
             "ahci",
             "52:54:00:12:34:63 e1000",
         ],
+        &mgr,
+        "52:54:00:12:34:63",
     );
 }
 
