@@ -149,6 +149,43 @@ impl LocalStore {
     }
 }
 
+/// How [`LocalStore::write_into_place`] puts a finished temp file in place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// rename(2): replaces an existing object.
+    Replace,
+    /// link(2): fails with `AlreadyExists` if the object exists.
+    CreateNew,
+}
+
+impl LocalStore {
+    /// Writes `data` to a temp file under `tmp/`, fsyncs it, puts it at
+    /// `key` and fsyncs the directory; the temp file never outlives it.
+    fn write_into_place(&self, key: &str, data: &[u8], how: Placement) -> io::Result<()> {
+        let dest = self.path(key);
+        let tmp_dir = self.root.join("tmp");
+        create_dirs(&tmp_dir)?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = tmp_dir.join(format!("{}.{n}.tmp", std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            let parent = dest.parent().expect("keys have a directory");
+            create_dirs(parent)?;
+            match how {
+                Placement::Replace => fs::rename(&tmp, &dest)?,
+                Placement::CreateNew => fs::hard_link(&tmp, &dest)?,
+            }
+            sync_dir(parent)
+        })();
+        // After a rename the temp name is gone already; after a link, or a
+        // failure, it is removed here.
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+}
+
 /// fsyncs a directory, so a rename or create inside it is durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -192,24 +229,7 @@ impl Store for LocalStore {
     }
 
     fn put(&self, key: &str, data: &[u8]) -> io::Result<()> {
-        let dest = self.path(key);
-        let tmp_dir = self.root.join("tmp");
-        create_dirs(&tmp_dir)?;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = tmp_dir.join(format!("{}.{n}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            let parent = dest.parent().expect("keys have a directory");
-            create_dirs(parent)?;
-            fs::rename(&tmp, &dest)?;
-            sync_dir(parent)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        self.write_into_place(key, data, Placement::Replace)
     }
 
     fn list(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
@@ -300,24 +320,9 @@ impl Store for LocalStore {
     }
 
     fn put_new(&self, key: &str, data: &[u8]) -> io::Result<()> {
-        // The temp file is linked into place: link(2) fails if the name
-        // exists, so two racing creators cannot both win.
-        let dest = self.path(key);
-        let tmp_dir = self.root.join("tmp");
-        create_dirs(&tmp_dir)?;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = tmp_dir.join(format!("{}.{n}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            let parent = dest.parent().expect("keys have a directory");
-            create_dirs(parent)?;
-            fs::hard_link(&tmp, &dest)?;
-            sync_dir(parent)
-        })();
-        let _ = fs::remove_file(&tmp);
-        result
+        // link(2) fails if the name exists, so two racing creators cannot
+        // both win.
+        self.write_into_place(key, data, Placement::CreateNew)
     }
 
     fn clean_temp(&self) -> io::Result<u64> {

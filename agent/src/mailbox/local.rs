@@ -32,17 +32,7 @@ impl LocalTransport {
     }
 
     fn path(&self, name: &str) -> io::Result<PathBuf> {
-        let plain = !name.is_empty()
-            && !name.starts_with('.')
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !plain {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{name:?} is not a mailbox file name"),
-            ));
-        }
+        super::check_file_name(name)?;
         Ok(self.dir.join(name))
     }
 

@@ -453,6 +453,24 @@ pub trait Transport: Send + Sync {
     fn delete(&self, name: &str) -> io::Result<()>;
 }
 
+/// Checks that `name` is a plain mailbox file name (letters, digits, `-`,
+/// `_`, `.`; not hidden), so no transport can be led outside its mailbox.
+pub fn check_file_name(name: &str) -> io::Result<()> {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if plain {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a mailbox file name"),
+        ))
+    }
+}
+
 /// Reads and parses a mailbox file, bounding its size.
 pub fn read_json<T: serde::de::DeserializeOwned>(
     t: &dyn Transport,

@@ -92,17 +92,7 @@ impl S3Transport {
     }
 
     fn key(&self, name: &str) -> io::Result<ObjPath> {
-        let plain = !name.is_empty()
-            && !name.starts_with('.')
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !plain {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{name:?} is not a mailbox file name"),
-            ));
-        }
+        super::check_file_name(name)?;
         Ok(ObjPath::from(format!("{}/{name}", self.dir)))
     }
 
