@@ -155,14 +155,22 @@ impl MailStore {
         }
     }
 
+    /// One level of `dir`: its objects and its "directories"; `None` if it
+    /// does not exist.
+    async fn listing(&self, dir: &str) -> Result<Option<object_store::ListResult>> {
+        let prefix = ObjPath::from(dir);
+        match self.os.list_with_delimiter(Some(&prefix)).await {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.err("listing", dir)(e)),
+        }
+    }
+
     /// The names of the objects directly under `dir` (no `/` in them),
     /// sorted.
     pub async fn list_files(&self, dir: &str) -> Result<Vec<String>> {
-        let prefix = ObjPath::from(dir);
-        let listing = match self.os.list_with_delimiter(Some(&prefix)).await {
-            Ok(l) => l,
-            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err("listing", dir)(e)),
+        let Some(listing) = self.listing(dir).await? else {
+            return Ok(Vec::new());
         };
         let mut names: Vec<String> = listing
             .objects
@@ -176,11 +184,8 @@ impl MailStore {
 
     /// The names of the "directories" directly under `dir`, sorted.
     pub async fn list_dirs(&self, dir: &str) -> Result<Vec<String>> {
-        let prefix = ObjPath::from(dir);
-        let listing = match self.os.list_with_delimiter(Some(&prefix)).await {
-            Ok(l) => l,
-            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(self.err("listing", dir)(e)),
+        let Some(listing) = self.listing(dir).await? else {
+            return Ok(Vec::new());
         };
         let mut names: Vec<String> = listing
             .common_prefixes
