@@ -376,7 +376,14 @@ pub async fn drive(store: &MailStore, job: &str) -> Result<JobState> {
                 send_step(store, &def, n, action).await?;
             }
             _ => {
-                // The number went to someone else, or the agent skipped it.
+                // The number went to someone else, or the agent skipped it
+                // -- unless another manager recorded the outcome after this
+                // one looked: it writes done before deleting the response,
+                // so with the response and command both gone, a fresh look
+                // at done settles it.
+                if store.get(&done_key).await?.is_some() {
+                    return Ok(JobState::Running);
+                }
                 let seq = next_seq(store, id).await?;
                 let key = format!("{dir}/send-{step}-{}.json", attempt + 1);
                 if create_json(store, &key, &SendRecord { seq }).await? {
@@ -573,4 +580,145 @@ pub async fn list_agents(store: &MailStore, offline_factor: u32) -> Result<Vec<A
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    type Runs = Arc<Mutex<Vec<(u64, String)>>>;
+
+    fn status(last_command: u64) -> Status {
+        Status {
+            protocol: PROTOCOL_VERSION,
+            agent_version: "test".into(),
+            state: AgentState::Idle,
+            step: None,
+            progress: None,
+            job: None,
+            last_command,
+            error: None,
+            identity: MachineIdentity::default(),
+            survey: None,
+            updated_ms: 0,
+        }
+    }
+
+    /// An agent that answers each command at once, in the order the agent's
+    /// `Mailbox` does (response, delete the command, then status), and
+    /// records what it ran.
+    async fn quick_agent(store: MailStore, id: MailboxId, stop: Arc<AtomicBool>, runs: Runs) {
+        let mut last = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let mut seqs: Vec<u64> = (store.list_files(&format!("mailboxes/{id}")).await)
+                .expect("list")
+                .iter()
+                .filter_map(|f| match MessageKind::parse_name(f) {
+                    Some((MessageKind::Command, seq)) => Some(seq),
+                    _ => None,
+                })
+                .collect();
+            seqs.sort_unstable();
+            for seq in seqs {
+                let key = mailbox_key(&id, &MessageKind::Command.file_name(seq));
+                let cmd = read_json::<Command>(&store, &key, "command").await;
+                if seq > last {
+                    let cmd = cmd.expect("read").expect("command");
+                    let Action::Shell { command, .. } = &cmd.action else {
+                        panic!("unexpected {:?}", cmd.action);
+                    };
+                    runs.lock().expect("runs").push((seq, command.clone()));
+                    let resp = Response {
+                        seq,
+                        job: cmd.job.clone(),
+                        ok: true,
+                        error: None,
+                        result: serde_json::Value::Null,
+                        finished_ms: now_ms(),
+                    };
+                    let resp_key = mailbox_key(&id, &MessageKind::Response.file_name(seq));
+                    create_json(&store, &resp_key, &resp).await.expect("resp");
+                    last = seq;
+                }
+                store.delete(&key).await.expect("delete");
+                let s = json_bytes(&status(last));
+                store
+                    .replace(&mailbox_key(&id, STATUS), s)
+                    .await
+                    .expect("status");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Managers racing over one job must never resend a step whose outcome
+    /// another has just recorded (a CI run once saw a step run twice).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_managers_run_each_step_once() {
+        // Per-call latency, as over S3, widens the windows between reads.
+        let ms = Duration::from_millis;
+        let lag = object_store::throttle::ThrottleConfig {
+            wait_get_per_call: ms(2),
+            wait_put_per_call: ms(1),
+            wait_delete_per_call: ms(1),
+            wait_list_per_call: ms(1),
+            ..Default::default()
+        };
+        let mem = object_store::memory::InMemory::new();
+        let store = MailStore::new(
+            Arc::new(object_store::throttle::ThrottledStore::new(mem, lag)),
+            String::new(),
+            "memory://throttled",
+        );
+        for round in 0..12 {
+            let id = MailboxId::generate().expect("id");
+            let stop = Arc::new(AtomicBool::new(false));
+            let runs = Runs::default();
+            let agent = tokio::spawn(quick_agent(
+                store.clone(),
+                id.clone(),
+                stop.clone(),
+                runs.clone(),
+            ));
+            let want: Vec<String> = (0..6).map(|i| format!("step {i}")).collect();
+            let steps = (want.iter())
+                .map(|c| Action::Shell {
+                    command: c.clone(),
+                    timeout_s: 5,
+                })
+                .collect();
+            let job = create_job(&store, id, steps).await.expect("job").id;
+            let drivers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (store, job) = (store.clone(), job.clone());
+                    tokio::spawn(async move {
+                        let until = Instant::now() + Duration::from_secs(30);
+                        loop {
+                            match drive(&store, &job).await.expect("drive") {
+                                JobState::Running => {}
+                                s => return s,
+                            }
+                            assert!(Instant::now() < until, "job stuck");
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            for d in drivers {
+                assert_eq!(d.await.expect("driver"), JobState::Finished);
+            }
+            stop.store(true, Ordering::Relaxed);
+            agent.await.expect("agent");
+            let runs = runs.lock().expect("runs").clone();
+            let names: Vec<&String> = runs.iter().map(|r| &r.1).collect();
+            assert_eq!(
+                names,
+                want.iter().collect::<Vec<_>>(),
+                "round {round}: {runs:?}"
+            );
+        }
+    }
 }
