@@ -93,6 +93,9 @@ pub struct PartitionReport {
     pub bytes_written: u64,
     /// Bytes of a block stream already on the disk, not rewritten.
     pub bytes_seeded: u64,
+    /// Stored (compressed) bytes of a block stream read from the library:
+    /// what crossed the network from a remote library.
+    pub bytes_fetched: u64,
     /// The read-only check of its file system, when it has one.
     pub fsck: Option<FsckReport>,
     /// Wall time spent on it, in seconds.
@@ -207,6 +210,7 @@ impl DiskCtx<'_> {
                 method: s.method.clone(),
                 bytes_written: 0,
                 bytes_seeded: 0,
+                bytes_fetched: 0,
                 fsck: None,
                 seconds: 0.0,
             })
@@ -262,6 +266,7 @@ impl DiskCtx<'_> {
                     )?;
                     rep.bytes_written = st.bytes_written;
                     rep.bytes_seeded = st.bytes_seeded;
+                    rep.bytes_fetched = st.bytes_fetched;
                 }
                 Method::NewBiosBoot => {
                     disk.zero(step.start, step.size).map_err(|e| {

@@ -438,7 +438,10 @@ mod tls {
         }
         let params = CertificateParams::new(sans)?;
         let cert = params.signed_by(&key, &issuer)?;
-        Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
+        // The chain ends with the CA, as `ferry serve --init` writes it, so
+        // clients that pin the CA by fingerprint find it there.
+        let chain = format!("{}{}", cert.pem(), ca_cert.pem());
+        Ok((ca_cert.pem(), chain, key.serialize_pem()))
     }
 
     /// A library server on a background thread: the routes of

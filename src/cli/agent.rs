@@ -116,7 +116,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         library: ready.config.library(),
         remote: RemoteOptions {
             token: ready.agent_token.clone(),
-            ca_pem: ready.config.ca_pem.clone().map(String::into_bytes),
+            trust: ready.config.trust().ok().flatten(),
             ..RemoteOptions::default()
         },
         drivers: None,

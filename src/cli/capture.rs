@@ -56,6 +56,8 @@ pub struct CaptureArgs {
     #[arg(long, value_name = "ID")]
     agent: Option<String>,
     #[command(flatten)]
+    job: super::remote::JobArgs,
+    #[command(flatten)]
     remote: super::remote::RemoteArgs,
 }
 
@@ -63,7 +65,15 @@ pub struct CaptureArgs {
 /// network store) is new or empty.
 pub fn run(library: &Path, a: CaptureArgs) -> anyhow::Result<ExitCode> {
     if let Some(agent) = &a.agent {
-        return super::remote::capture(&a.remote, agent, &a.name, &a.disk, a.parent.clone());
+        return super::remote::capture(
+            &a.remote,
+            agent,
+            &a.name,
+            &a.disk,
+            a.parent.clone(),
+            &a.job,
+            a.json,
+        );
     }
     let lib = match super::remote_store(library)? {
         Some(store) => Library::open_or_create_store(store, a.compression),

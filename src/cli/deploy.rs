@@ -67,6 +67,8 @@ pub struct DeployCmd {
     #[arg(long, requires = "agent")]
     adapt: bool,
     #[command(flatten)]
+    job: super::remote::JobArgs,
+    #[command(flatten)]
     remote: super::remote::RemoteArgs,
 }
 
@@ -153,14 +155,13 @@ pub fn run_deploy(library: &Path, a: DeployCmd) -> anyhow::Result<ExitCode> {
             Firmware::Bios => "bios",
             Firmware::Uefi => "uefi",
         });
-        return super::remote::deploy(
-            &a.remote,
-            agent,
-            &a.plan.image,
-            &a.plan.targets,
+        let steps = super::remote::DeploySteps {
+            image: &a.plan.image,
+            targets: &a.plan.targets,
             firmware,
-            a.adapt,
-        );
+            adapt: a.adapt,
+        };
+        return super::remote::deploy(&a.remote, agent, &steps, &a.job, a.json);
     }
     let lib = Arc::new(open_library(library)?);
     let p = make_plan(&lib, &a.plan)?;

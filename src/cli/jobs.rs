@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use manager::client::Client;
 use manager::jobs::{JobState, JobView};
 
 use super::remote::RemoteArgs;
@@ -92,6 +93,16 @@ fn print_view(j: &JobView) {
     }
 }
 
+/// Prints a job's final view; its exit code says whether it failed.
+fn show(j: &JobView, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        super::print_json(j)?;
+    } else {
+        print_view(j);
+    }
+    Ok(exit_for(j))
+}
+
 fn exit_for(j: &JobView) -> ExitCode {
     match j.state {
         JobState::Failed => ExitCode::FAILURE,
@@ -102,20 +113,19 @@ fn exit_for(j: &JobView) -> ExitCode {
 /// Runs `ferry job`.
 pub fn run_one(a: JobArgs) -> anyhow::Result<ExitCode> {
     let client = a.remote.client()?;
-    let get = || {
-        client
-            .job(&a.id)
-            .with_context(|| format!("reading job {}", a.id))
-    };
-    if !a.follow {
-        let j = get()?;
-        if a.json {
-            super::print_json(&j)?;
-        } else {
-            print_view(&j);
-        }
-        return Ok(exit_for(&j));
+    if a.follow {
+        return follow(&client, &a.id, a.json);
     }
+    let j = client
+        .job(&a.id)
+        .with_context(|| format!("reading job {}", a.id))?;
+    show(&j, a.json)
+}
+
+/// Follows job `id` until it ends, showing its progress on stderr; prints
+/// the final view (as JSON with `json`); fails the exit code if it failed.
+pub fn follow(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let get = || client.job(id).with_context(|| format!("reading job {id}"));
     let tty = std::io::stderr().is_terminal();
     let bar = tty.then(|| {
         let b = ProgressBar::new(0);
@@ -174,10 +184,5 @@ pub fn run_one(a: JobArgs) -> anyhow::Result<ExitCode> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if a.json {
-        super::print_json(&j)?;
-    } else {
-        print_view(&j);
-    }
-    Ok(exit_for(&j))
+    show(&j, json)
 }

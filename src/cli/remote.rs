@@ -71,27 +71,66 @@ fn parse_agent(id: &str) -> anyhow::Result<MailboxId> {
     MailboxId::parse(id).map_err(|e| anyhow::anyhow!("--agent: {e}"))
 }
 
-fn start(remote: &RemoteArgs, agent: &str, steps: Vec<Action>) -> anyhow::Result<ExitCode> {
+/// How an operator command that starts a job behaves.
+#[derive(clap::Args, Clone, Debug)]
+pub struct JobArgs {
+    /// With --agent: follow the job until it ends (progress on stderr),
+    /// then print its outcome; exit non-zero if it failed.
+    #[arg(long, requires = "agent")]
+    pub follow: bool,
+    /// With --agent: reboot the agent's machine when the work is done
+    /// (after a deploy: into the deployed OS, when its firmware boots the
+    /// disk before the network).
+    #[arg(long, requires = "agent", conflicts_with = "poweroff")]
+    pub reboot: bool,
+    /// With --agent: power the agent's machine off when the work is done
+    /// (after an offline capture, so the source cannot come back up next
+    /// to its migrated copy).
+    #[arg(long, requires = "agent")]
+    pub poweroff: bool,
+}
+
+fn start(
+    remote: &RemoteArgs,
+    agent: &str,
+    steps: Vec<Action>,
+    job: &JobArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let id = parse_agent(agent)?;
+    let mut steps = steps;
+    if job.reboot {
+        steps.push(Action::Reboot);
+    }
+    if job.poweroff {
+        steps.push(Action::Poweroff);
+    }
     let client = remote.client()?;
-    let job = client
+    let made = client
         .create_job(&id, steps)
         .with_context(|| format!("starting a job on agent {id}"))?;
-    println!("{}", job.id);
+    if job.follow {
+        eprintln!("job {} started on agent {id}", made.id);
+        return super::jobs::follow(&client, &made.id, json);
+    }
+    println!("{}", made.id);
     eprintln!(
         "job {} started on agent {id}; follow it with `ferry job {} --follow`",
-        job.id, job.id
+        made.id, made.id
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ferry capture --agent ID --name IMAGE --disk /dev/X ...`.
+/// `ferry capture --agent ID --name IMAGE --disk /dev/X ...
+/// [--reboot|--poweroff] [--follow]`.
 pub fn capture(
     remote: &RemoteArgs,
     agent: &str,
     name: &str,
     disks: &[PathBuf],
     parent: Option<String>,
+    job: &JobArgs,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         !disks.is_empty(),
@@ -102,23 +141,35 @@ pub fn capture(
         disks: disks.iter().map(|d| d.display().to_string()).collect(),
         parent,
     };
-    start(remote, agent, vec![step])
+    start(remote, agent, vec![step], job, json)
 }
 
-/// `ferry deploy IMAGE --agent ID --target /dev/X ... [--firmware F] [--adapt]`.
+/// What `ferry deploy --agent` asks of the agent.
+pub struct DeploySteps<'a> {
+    /// The image.
+    pub image: &'a str,
+    /// The agent's target disks.
+    pub targets: &'a [PathBuf],
+    /// `bios` or `uefi`; the agent's own when absent.
+    pub firmware: Option<&'a str>,
+    /// Adapt the deployed OS afterwards.
+    pub adapt: bool,
+}
+
+/// `ferry deploy IMAGE --agent ID --target /dev/X ... [--firmware F]
+/// [--adapt] [--reboot|--poweroff] [--follow]`.
 pub fn deploy(
     remote: &RemoteArgs,
     agent: &str,
-    image: &str,
-    targets: &[PathBuf],
-    firmware: Option<&str>,
-    adapt: bool,
+    d: &DeploySteps<'_>,
+    job: &JobArgs,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let step = Action::Deploy {
-        image: image.to_string(),
-        targets: targets.iter().map(|d| d.display().to_string()).collect(),
-        firmware: firmware.map(str::to_string),
-        adapt,
+        image: d.image.to_string(),
+        targets: d.targets.iter().map(|t| t.display().to_string()).collect(),
+        firmware: d.firmware.map(str::to_string),
+        adapt: d.adapt,
     };
-    start(remote, agent, vec![step])
+    start(remote, agent, vec![step], job, json)
 }

@@ -8,6 +8,7 @@
 //! tests (issues 5, 6, 8).
 #![forbid(unsafe_code)]
 
+pub mod lab;
 pub mod manager;
 pub mod qemu;
 

@@ -231,6 +231,25 @@ impl Vm {
         Ok(c[begin..end - "FERRYEND".len()].trim().to_string())
     }
 
+    /// Waits until QEMU exits (the guest powered off); on timeout returns
+    /// the console's last lines as the error.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let c = self.console();
+        let tail: Vec<&str> = c.lines().rev().take(20).collect();
+        Err(format!(
+            "the VM did not power off within {timeout:?} (console in {}):\n{}",
+            self.log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    }
+
     /// Seconds since the VM started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()

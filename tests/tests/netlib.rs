@@ -33,7 +33,7 @@ fn server(dir: &Path) -> TestServer {
 
 fn options(ca: &str) -> RemoteOptions {
     RemoteOptions {
-        ca_pem: Some(ca.as_bytes().to_vec()),
+        trust: Some(imaging::remote::tls::Trust::CaPem(ca.as_bytes().to_vec())),
         backoff: Duration::from_millis(20),
         ..Default::default()
     }
@@ -49,6 +49,35 @@ fn remote_library(url: &str, ca: &str, attempts: u32) -> Library {
     )
     .expect("client");
     Library::open(Box::new(store)).expect("opens over HTTPS")
+}
+
+/// An agent whose boot medium carries only the CA's fingerprint
+/// (`ferry.ca=sha256:…`) reaches the library with it; a wrong pin is
+/// refused, naming the URL.
+#[test]
+fn a_pinned_ca_fingerprint_opens_the_library() {
+    use imaging::remote::tls::{pem_fingerprint, Trust};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = dir.path().join("disk.img");
+    write_disk_like(&img, 4, 11);
+    let lib_dir = dir.path().join("served");
+    local_capture(&lib_dir, &img, "pinned");
+    let srv = server(&lib_dir);
+    let pin = pem_fingerprint(srv.ca_pem.as_bytes()).expect("a certificate");
+    let opts = |pin: &str| RemoteOptions {
+        trust: Some(Trust::parse(pin).expect("pin")),
+        attempts: 1,
+        ..Default::default()
+    };
+    let store = HttpStore::new(&srv.url, &opts(&pin)).expect("client");
+    let lib = Library::open(Box::new(store)).expect("opens with the pinned CA");
+    assert!(lib.manifest("pinned").is_ok());
+    let wrong = format!("sha256:{}", "00".repeat(32));
+    let store = HttpStore::new(&srv.url, &opts(&wrong)).expect("client");
+    let err = Library::open(Box::new(store))
+        .err()
+        .expect("a wrong pin is refused");
+    assert!(err.to_string().contains(&srv.url), "{err}");
 }
 
 /// Captures `img` as `name` into a new local library at `dir`.

@@ -9,7 +9,7 @@
 //! GET    /list?prefix=P      [{"key": …, "size": …}] in key order
 //! ```
 //!
-//! TLS trusts only the CA given in [`RemoteOptions::ca_pem`], never the
+//! TLS trusts only the CA given in [`RemoteOptions::trust`], never the
 //! system's roots; requests carry `Authorization: Bearer <token>`.
 //! Connection errors, timeouts, 5xx and 429 are retried with exponential
 //! backoff and full jitter, up to [`RemoteOptions::attempts`] tries; every
@@ -72,25 +72,18 @@ impl HttpStore {
             .tcp_nodelay(true)
             .pool_max_idle_per_host(128);
         if parsed.scheme() == "https" {
-            let Some(pem) = &opts.ca_pem else {
+            let Some(trust) = &opts.trust else {
                 return Err(RemoteError::Config {
                     url: url.into(),
-                    reason: "no CA certificate to trust: set FERRY_CA to the server's CA PEM file"
+                    reason: "no CA to trust: set FERRY_CA to the server's CA PEM file or sha256:<fingerprint>"
                         .into(),
                 });
             };
-            let certs =
-                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| RemoteError::Config {
-                    url: url.into(),
-                    reason: format!("the CA PEM does not parse: {e}"),
-                })?;
-            if certs.is_empty() {
-                return Err(RemoteError::Config {
-                    url: url.into(),
-                    reason: "the CA PEM holds no certificate".into(),
-                });
-            }
-            builder = builder.tls_certs_only(certs);
+            let tls = super::tls::tls_config(trust).map_err(|e| RemoteError::Config {
+                url: url.into(),
+                reason: format!("the CA: {e}"),
+            })?;
+            builder = builder.tls_backend_preconfigured(tls);
         }
         let client = builder.build().map_err(|e| RemoteError::Config {
             url: url.into(),

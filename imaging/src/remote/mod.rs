@@ -28,9 +28,9 @@
 pub(crate) mod adaptive;
 pub mod http;
 pub mod s3;
+pub mod tls;
 
 use std::io;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::store::{LocalStore, LockGuard, LockMode, Store};
@@ -40,9 +40,9 @@ use crate::store::{LocalStore, LockGuard, LockMode, Store};
 pub struct RemoteOptions {
     /// Bearer token for `https://` libraries (`$FERRY_TOKEN`).
     pub token: Option<String>,
-    /// PEM of the only CA trusted for `https://` libraries (`$FERRY_CA`);
-    /// the system's roots are never used.
-    pub ca_pem: Option<Vec<u8>>,
+    /// The only CA trusted for `https://` libraries (`$FERRY_CA`: a PEM
+    /// file, or `sha256:<fingerprint>`); the system's roots are never used.
+    pub trust: Option<tls::Trust>,
     /// TCP + TLS connect timeout.
     pub connect_timeout: Duration,
     /// Longest time one request may take, body included (a range read is
@@ -63,7 +63,7 @@ impl Default for RemoteOptions {
     fn default() -> Self {
         RemoteOptions {
             token: None,
-            ca_pem: None,
+            trust: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
             attempts: 6,
@@ -74,17 +74,17 @@ impl Default for RemoteOptions {
 
 impl RemoteOptions {
     /// Options from the environment: `FERRY_TOKEN`, and `FERRY_CA` (a PEM
-    /// file's path). An unreadable `FERRY_CA` is an error naming it.
+    /// file's path, or `sha256:<fingerprint>`). An unreadable `FERRY_CA`
+    /// is an error naming it.
     pub fn from_env() -> Result<RemoteOptions, RemoteError> {
         let mut o = RemoteOptions {
             token: std::env::var("FERRY_TOKEN").ok().filter(|t| !t.is_empty()),
             ..Default::default()
         };
-        if let Some(ca) = std::env::var_os("FERRY_CA").filter(|c| !c.is_empty()) {
-            let path = PathBuf::from(ca);
-            o.ca_pem = Some(std::fs::read(&path).map_err(|e| RemoteError::Config {
-                url: format!("FERRY_CA={}", path.display()),
-                reason: format!("cannot read the CA certificate: {e}"),
+        if let Some(ca) = std::env::var("FERRY_CA").ok().filter(|c| !c.is_empty()) {
+            o.trust = Some(tls::Trust::parse(&ca).map_err(|e| RemoteError::Config {
+                url: format!("FERRY_CA={ca}"),
+                reason: format!("cannot load the CA certificate: {e}"),
             })?);
         }
         Ok(o)

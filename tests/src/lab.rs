@@ -1,0 +1,409 @@
+//! The migration lab: a `ferry serve` with its image library, the agent's
+//! boot media (ISO and PXE directory) pointing at it, and virtual machines
+//! described by their hardware, booted from the ISO, the network or their
+//! disk. The end-to-end tests and `./run demo` both drive it, through the
+//! operator's CLI (`ferry capture --agent`, `ferry deploy --agent`,
+//! `ferry job --follow`), as a sysadmin would.
+//!
+//! Machines keep QEMU running across guest reboots (no `-no-reboot`), so a
+//! deploy that ends in a reboot comes back up from the deployed disk: the
+//! disk is first in the boot order, the network second, and a blank disk
+//! falls through to PXE, as on real servers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::manager::Manager;
+use crate::qemu::Vm;
+use crate::{ferry_bin, ok};
+
+/// Heartbeats every 2 s, so tests see agents come and go quickly.
+const AGENT_CMDLINE: &str = "ferry.heartbeat=2";
+
+/// The static (musl) ferry that the ramdisk runs: `$FERRY_AGENT_BIN`, else
+/// the musl build in the workspace's target directory
+/// (`boot/build-agent.sh`).
+pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERRY_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-musl/release/ferry")
+}
+
+fn has_command(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Why the lab cannot run here, if it cannot: root, QEMU, OVMF, iPXE, the
+/// tools the boot media need, a kernel in /boot and the static agent.
+pub fn missing_prerequisite() -> Option<String> {
+    if !crate::is_root() {
+        return Some("needs root".into());
+    }
+    for (tool, pkg) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("xorriso", "xorriso"),
+        ("grub-mkimage", "grub-common"),
+        ("mcopy", "mtools"),
+        ("mkfs.fat", "dosfstools"),
+        ("zstd", "zstd"),
+        ("curl", "curl"),
+    ] {
+        if !has_command(tool) {
+            return Some(format!("{tool} is not installed (package {pkg})"));
+        }
+    }
+    for (p, pkg) in [
+        ("/bin/busybox", "busybox-static"),
+        ("/usr/lib/grub/i386-pc/boot_hybrid.img", "grub-pc-bin"),
+        ("/usr/lib/grub/x86_64-efi/linux.mod", "grub-efi-amd64-bin"),
+        ("/usr/share/OVMF/OVMF_CODE.fd", "ovmf"),
+        ("/usr/lib/ipxe/qemu/efi-e1000.rom", "ipxe-qemu"),
+    ] {
+        if !Path::new(p).exists() {
+            return Some(format!("{p} is missing (package {pkg})"));
+        }
+    }
+    if !agent_bin().is_file() {
+        return Some(format!(
+            "no static agent at {} (build it with boot/build-agent.sh)",
+            agent_bin().display()
+        ));
+    }
+    let has_kernel = std::fs::read_dir("/boot").is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
+    });
+    if !has_kernel {
+        return Some("no /boot/vmlinuz-* (package linux-image-amd64)".into());
+    }
+    None
+}
+
+/// How a machine's disk is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskBus {
+    /// PIIX IDE (`-machine pc`): `/dev/sda`.
+    Ide,
+    /// virtio-blk: `/dev/vda`.
+    Virtio,
+    /// NVMe: `/dev/nvme0n1`.
+    Nvme,
+    /// ICH9 AHCI (`-machine q35`): `/dev/sda`.
+    Sata,
+}
+
+impl DiskBus {
+    /// The disk's name inside the machine.
+    pub fn guest_path(self) -> &'static str {
+        match self {
+            DiskBus::Ide | DiskBus::Sata => "/dev/sda",
+            DiskBus::Virtio => "/dev/vda",
+            DiskBus::Nvme => "/dev/nvme0n1",
+        }
+    }
+}
+
+/// Where a machine boots from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootFrom {
+    /// The agent ISO first, then the disk.
+    Iso,
+    /// The disk first, then PXE: a blank disk falls through to the agent,
+    /// and after a deploy the machine reboots into the deployed OS.
+    DiskThenPxe,
+    /// PXE first (a one-off "boot from the network" of a machine whose
+    /// disk already boots), then the disk.
+    Pxe,
+}
+
+/// A virtual machine's hardware.
+#[derive(Clone, Debug)]
+pub struct Hardware {
+    /// A short name, for logs and files.
+    pub name: String,
+    /// UEFI (OVMF) rather than BIOS (SeaBIOS).
+    pub uefi: bool,
+    /// The QEMU machine type (`pc`: i440FX and PIIX; `q35`: ICH9).
+    pub machine: &'static str,
+    /// How the disk is attached.
+    pub bus: DiskBus,
+    /// The NIC's QEMU model (`e1000`, `e1000e`, `virtio-net-pci`,
+    /// `rtl8139`).
+    pub nic: &'static str,
+    /// Its MAC address: how the lab finds the machine's agent.
+    pub mac: String,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+}
+
+impl Hardware {
+    /// QEMU arguments for this machine with `disk` (raw), booting `from`.
+    fn qemu_args(
+        &self,
+        disk: &Path,
+        from: BootFrom,
+        lab: &Lab,
+        vars: Option<&Path>,
+    ) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "-machine",
+            self.machine,
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut push = |x: &str, y: String| {
+            a.push(x.to_string());
+            a.push(y);
+        };
+        if let Some(vars) = vars {
+            push(
+                "-drive",
+                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd".into(),
+            );
+            push(
+                "-drive",
+                format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            );
+        }
+        let (cd, disk_index, nic_index) = match from {
+            BootFrom::Iso => (Some(0), 1, 2),
+            BootFrom::DiskThenPxe => (None, 0, 1),
+            BootFrom::Pxe => (None, 1, 0),
+        };
+        push(
+            "-drive",
+            format!("file={},format=raw,if=none,id=d0", disk.display()),
+        );
+        let serial = format!("FERRY{}", self.name.to_uppercase().replace('-', ""));
+        let dev = match self.bus {
+            DiskBus::Ide | DiskBus::Sata => format!("ide-hd,drive=d0,bus=ide.0,serial={serial}"),
+            DiskBus::Virtio => format!("virtio-blk-pci,drive=d0,serial={serial}"),
+            DiskBus::Nvme => format!("nvme,drive=d0,serial={serial}"),
+        };
+        push("-device", format!("{dev},bootindex={disk_index}"));
+        if let Some(i) = cd {
+            push(
+                "-drive",
+                format!(
+                    "file={},format=raw,media=cdrom,if=none,id=cd0",
+                    lab.iso.display()
+                ),
+            );
+            // PIIX has its own IDE buses; q35's AHCI ports are ide.N.
+            let bus = if self.machine == "pc" {
+                "ide.1"
+            } else {
+                "ide.2"
+            };
+            push(
+                "-device",
+                format!("ide-cd,drive=cd0,bus={bus},bootindex={i}"),
+            );
+        }
+        push(
+            "-netdev",
+            format!("user,id=n0,tftp={},bootfile=boot.ipxe", lab.pxe.display()),
+        );
+        push(
+            "-device",
+            format!(
+                "{},netdev=n0,mac={},bootindex={nic_index}",
+                self.nic, self.mac
+            ),
+        );
+        for x in ["-display", "none", "-monitor", "none", "-serial", "stdio"] {
+            a.push(x.to_string());
+        }
+        a
+    }
+}
+
+/// A running `ferry serve` and the agent media that point at it.
+pub struct Lab {
+    /// The manager; its library holds the captured images.
+    pub mgr: Manager,
+    /// The lab's working directory (media, disks, logs).
+    pub dir: PathBuf,
+    /// The agent ISO (BIOS and UEFI).
+    pub iso: PathBuf,
+    /// The PXE directory, served by QEMU's TFTP.
+    pub pxe: PathBuf,
+}
+
+/// What a finished job reported.
+#[derive(Clone, Debug)]
+pub struct JobOutcome {
+    /// `ferry job --follow --json`'s final view.
+    pub view: serde_json::Value,
+    /// Wall time from start to end.
+    pub elapsed: Duration,
+}
+
+impl JobOutcome {
+    /// Step `i`'s result.
+    pub fn result(&self, i: usize) -> &serde_json::Value {
+        &self.view["steps"][i]["result"]
+    }
+}
+
+impl Lab {
+    /// Starts `ferry serve` and builds the agent media into `dir`, which
+    /// is emptied first.
+    pub fn start(dir: &Path) -> Lab {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let mgr = Manager::start();
+        let initrd = dir.join("initrd.img");
+        let t = Instant::now();
+        ok(Command::new(ferry_bin())
+            .args(["boot", "initramfs", "--output"])
+            .arg(&initrd)
+            .arg("--agent")
+            .arg(agent_bin()));
+        let cmdline = format!("{AGENT_CMDLINE} {}", mgr.guest_cmdline());
+        let iso = dir.join("ferry-agent.iso");
+        ok(Command::new(ferry_bin())
+            .args(["boot", "iso", "--output"])
+            .arg(&iso)
+            .arg("--initrd")
+            .arg(&initrd)
+            .args(["--cmdline", &cmdline]));
+        let pxe = dir.join("pxe");
+        ok(Command::new(ferry_bin())
+            .args(["boot", "pxe", "--output"])
+            .arg(&pxe)
+            .arg("--initrd")
+            .arg(&initrd)
+            .args(["--cmdline", &cmdline]));
+        eprintln!(
+            "lab: ferry serve at {}; agent media (ISO, PXE) built in {:.0} s",
+            mgr.url(),
+            t.elapsed().as_secs_f64()
+        );
+        Lab {
+            mgr,
+            dir: dir.to_path_buf(),
+            iso,
+            pxe,
+        }
+    }
+
+    /// Where the console log of `name` goes.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.console.log"))
+    }
+
+    /// Boots `hw` with `disk`, from `from`; the console goes to
+    /// `<dir>/<log>.console.log`. UEFI machines keep their NVRAM in
+    /// `<dir>/<name>.vars.fd` across boots, as a real machine does.
+    pub fn boot(&self, hw: &Hardware, disk: &Path, from: BootFrom, log: &str) -> Vm {
+        let vars = hw.uefi.then(|| {
+            let v = self.dir.join(format!("{}.vars.fd", hw.name));
+            if !v.exists() {
+                std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &v)
+                    .expect("copying /usr/share/OVMF/OVMF_VARS.fd (package ovmf)");
+            }
+            v
+        });
+        let args = hw.qemu_args(disk, from, self, vars.as_deref());
+        Vm::boot_args(&args, &self.log(log))
+    }
+
+    /// Waits until the agent on `hw` has reported its survey; returns its
+    /// mailbox id.
+    pub fn wait_for_agent(&self, hw: &Hardware, timeout: Duration) -> String {
+        self.mgr.wait_for_agent(&hw.mac, timeout).0
+    }
+
+    /// Runs an operator command that starts a job (`capture --agent ...`,
+    /// `deploy --agent ...`) with `--follow --json`, its progress on
+    /// stderr; returns the final view. Panics, with the agent's error,
+    /// when the job fails.
+    pub fn job(&self, args: &[&str]) -> JobOutcome {
+        let t = Instant::now();
+        eprintln!("lab: ferry {}", args.join(" "));
+        let out = self
+            .mgr
+            .ferry()
+            .args(args)
+            .args(["--follow", "--json"])
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("running ferry {}: {e}", args.join(" ")));
+        let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ferry {}: no job view on stdout ({e}): {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        assert!(
+            out.status.success() && view["state"] == "finished",
+            "ferry {} did not finish: {view:#}",
+            args.join(" ")
+        );
+        JobOutcome {
+            view,
+            elapsed: t.elapsed(),
+        }
+    }
+
+    /// Agent `id`'s status as its mailbox holds it.
+    pub fn status(&self, id: &str) -> Option<serde_json::Value> {
+        self.mgr.mailbox_file(id, "status.json")
+    }
+
+    /// Waits until agent `id`'s status says `state`; returns the status.
+    pub fn wait_for_state(&self, id: &str, state: &str, timeout: Duration) -> serde_json::Value {
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.status(id) {
+                if s["state"] == state {
+                    return s;
+                }
+                assert!(
+                    t.elapsed() < timeout,
+                    "agent {id} did not reach state {state:?} within {timeout:?}; status: {s:#}"
+                );
+            } else {
+                assert!(
+                    t.elapsed() < timeout,
+                    "agent {id} has no status after {timeout:?}"
+                );
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
+/// A blank `size`-byte disk image at `path` (sparse).
+pub fn blank_disk(path: &Path, size: u64) -> PathBuf {
+    let f =
+        std::fs::File::create(path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    f.set_len(size)
+        .unwrap_or_else(|e| panic!("sizing {}: {e}", path.display()));
+    path.to_path_buf()
+}
+
+/// Sum of `key` over every partition report of a deploy result.
+pub fn deploy_sum(deploy: &serde_json::Value, key: &str) -> u64 {
+    deploy["disks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|d| d["partitions"].as_array().into_iter().flatten())
+        .filter_map(|p| p[key].as_u64())
+        .sum()
+}
