@@ -16,7 +16,7 @@
 //! | `heartbeat.json` | agent | replaced atomically ([`Heartbeat`]) |
 //! | `cmd-<seq>.json` | manager | write-once ([`Command`]) |
 //! | `resp-<seq>.json` | agent | write-once, answers `cmd-<seq>` ([`Response`]) |
-//! | `req-<seq>.json` | agent | write-once ([`Request`]) |
+//! | `req-<seq>.json` | agent (or the deployed server's first-boot check) | write-once ([`Request`]) |
 //!
 //! `<seq>` is a decimal number zero-padded to 20 digits, so that key order is
 //! sequence order. A write-once file is created only if absent and never
