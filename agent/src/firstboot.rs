@@ -424,15 +424,12 @@ pub fn failed_units() -> Vec<String> {
 /// The source mounted on `/` in a mountinfo text (the last mount there
 /// wins, as it is the one visible).
 pub fn root_source(mountinfo: &str) -> Option<String> {
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let mount_point = left.split_whitespace().nth(4)?;
-            let source = right.split_whitespace().nth(1)?;
-            (mount_point == "/").then(|| source.to_string())
-        })
-        .last()
+    mountinfo.lines().rev().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        let source = right.split_whitespace().nth(1)?;
+        (mount_point == "/").then(|| source.to_string())
+    })
 }
 
 /// The machine's non-loopback addresses in CIDR form (IPv6 link-local
@@ -816,6 +813,9 @@ mod tests {
         let mi = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
                   23 22 0:5 / /proc rw - proc proc rw\n";
         assert_eq!(root_source(mi).as_deref(), Some("/dev/vda1"));
+        // A later mount over / hides the first: the visible one is reported.
+        let over = format!("{mi}30 22 0:40 / / rw - overlay overlay rw\n");
+        assert_eq!(root_source(&over).as_deref(), Some("overlay"));
         assert_eq!(root_source("garbage\n"), None);
         assert_eq!(authority("https://10.0.2.2:8443"), "10.0.2.2:8443");
         assert_eq!(authority("https://mgr/x"), "mgr:443");
