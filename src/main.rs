@@ -72,6 +72,9 @@ enum Cmd {
     Agents(cli::agents::AgentsArgs),
     /// List jobs.
     Jobs(cli::jobs::JobsArgs),
+    /// On a deployed server's first boot: report to the manager through
+    /// the deploying agent's mailbox, then disable this check.
+    FirstBoot(cli::first_boot::FirstBootArgs),
     /// Show a job, or follow it with a progress bar until it ends.
     Job(cli::jobs::JobArgs),
 }
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Cmd::Agents(c) => cli::agents::run(c),
         Cmd::Jobs(c) => cli::jobs::run_list(c),
         Cmd::Job(c) => cli::jobs::run_one(c),
+        Cmd::FirstBoot(c) => cli::first_boot::run(c),
     };
     match result {
         Ok(code) => code,

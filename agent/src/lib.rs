@@ -18,6 +18,7 @@
 pub mod adapt;
 pub mod blockdev;
 pub mod deploy;
+pub mod firstboot;
 pub mod mailbox;
 pub mod mkfs;
 pub mod plan;

@@ -280,6 +280,14 @@ mod tests {
             &id,
             "cmd-00000000000000000001.json"
         ));
+        // A deployed server's first-boot check holds the agent token: it
+        // replaces the status and sends a request (MAILBOX.md section 10).
+        assert!(may_access_file(
+            &a,
+            "PUT",
+            &id,
+            "req-00000000000000000001.json"
+        ));
         assert!(may_access_file(
             &a,
             "DELETE",

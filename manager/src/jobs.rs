@@ -528,6 +528,10 @@ pub struct AgentView {
     /// `4 CPUs, 7.8 GiB, 2 disks, 1 NIC, uefi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardware: Option<String>,
+    /// What the deployed server reported on its first boot (state
+    /// `booted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_boot: Option<agent::mailbox::FirstBootReport>,
 }
 
 fn hardware_summary(s: &agent::survey::HardwareSurvey) -> String {
@@ -576,6 +580,7 @@ pub async fn list_agents(store: &MailStore, offline_factor: u32) -> Result<Vec<A
                 .as_ref()
                 .and_then(|s| s.survey.as_ref())
                 .map(hardware_summary),
+            first_boot: status.as_ref().and_then(|s| s.first_boot.clone()),
             id,
         });
     }
@@ -604,6 +609,7 @@ mod tests {
             identity: MachineIdentity::default(),
             survey: None,
             updated_ms: 0,
+            first_boot: None,
         }
     }
 

@@ -80,6 +80,7 @@ pub fn run(a: AdaptArgs) -> anyhow::Result<ExitCode> {
         hosts,
         firmware: a.firmware,
         drivers: a.drivers.is_dir().then(|| a.drivers.clone()),
+        first_boot: None,
     };
     let json = a.json;
     let report = adapt(&target, &opts, &mut |line| {

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use agent::firstboot::FirstBootConfig;
 use agent::mailbox::AgentState;
 use agent::ramdisk::{self, say};
 use agent::runner::{self, RunnerConfig};
@@ -122,6 +123,7 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         drivers: None,
         // Reboot, poweroff and kexec act only on a machine the agent owns.
         allow_power: a.pid1,
+        first_boot: first_boot_config(&ready.config, ready.agent_token.as_deref()),
         ..RunnerConfig::default()
     };
     if let Err(e) = runner::run(mailbox, ready.survey, &cfg, &STOP) {
@@ -129,6 +131,37 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first-boot check adapt installs into the servers this agent
+/// deploys: they report to this agent's mailbox on an `https://` server,
+/// with its token and CA, using a copy of this (static, in the ramdisk)
+/// binary. `None` for other mailboxes.
+fn first_boot_config(
+    config: &ramdisk::AgentConfig,
+    token: Option<&str>,
+) -> Option<FirstBootConfig> {
+    let server = config.server.as_deref()?;
+    let token = token?;
+    if !server.starts_with("https://") {
+        return None;
+    }
+    let base = server.split("/v1/").next().unwrap_or(server);
+    let mailbox = agent::mailbox::connect::token_mailbox(token)?;
+    // /proc/self/exe resolved; the link itself still reads the running
+    // binary if that file has been replaced or deleted since.
+    let binary = std::env::current_exe()
+        .ok()
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    Some(FirstBootConfig {
+        server: base.trim_end_matches('/').to_string(),
+        mailbox,
+        token: token.to_string(),
+        ca_pem: config.ca_pem.clone(),
+        ca_sha256: config.ca_sha256.clone(),
+        binary,
+    })
 }
 
 /// Prints the agent's memory once bring-up is over (background module

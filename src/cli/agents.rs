@@ -57,13 +57,18 @@ pub fn run(a: AgentsArgs) -> anyhow::Result<ExitCode> {
             .and_then(|s| serde_json::to_value(s).ok())
             .and_then(|s| s.as_str().map(str::to_string))
             .unwrap_or_else(|| "-".into());
+        // A booted server has no step: its report says how it came up.
+        let booted = v
+            .first_boot
+            .as_ref()
+            .map(|f| format!("{}: {}", f.hostname, f.system_state));
         println!(
             "{:<32}  {:<8}  {:<8}  {:<10}  {:<24}  {}",
             v.id,
             online,
             state,
             v.heartbeat_ms.map_or("-".into(), ago),
-            v.step.or(v.error).unwrap_or_else(|| "-".into()),
+            v.step.or(v.error).or(booted).unwrap_or_else(|| "-".into()),
             v.hardware.unwrap_or_else(|| "-".into())
         );
     }

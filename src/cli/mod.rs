@@ -9,6 +9,7 @@ pub mod boot_swap;
 pub mod capture;
 pub mod deploy;
 pub mod drivers;
+pub mod first_boot;
 pub mod image;
 pub mod jobs;
 pub mod progress;

@@ -167,6 +167,7 @@ fn status(state: AgentState, step: Option<String>, job: Option<String>) -> Statu
         },
         survey: None,
         updated_ms: 0,
+        first_boot: None,
     }
 }
 

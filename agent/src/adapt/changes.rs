@@ -248,6 +248,45 @@ impl Changes {
         Ok(true)
     }
 
+    /// Makes `rel` a symbolic link to `target` unless it already is one;
+    /// whatever was there before is backed up. Returns whether anything
+    /// changed.
+    pub fn symlink(&mut self, rel: &str, target: &str, reason: &str) -> Result<bool, AdaptError> {
+        let path = self.path(rel)?;
+        let meta = fs::symlink_metadata(&path).ok();
+        if meta.as_ref().is_some_and(|m| m.file_type().is_symlink())
+            && fs::read_link(&path).is_ok_and(|t| t == Path::new(target))
+        {
+            return Ok(false);
+        }
+        if meta.as_ref().is_some_and(|m| m.is_dir()) {
+            return Err(AdaptError::Internal(format!(
+                "{} is a directory; ferry does not replace it with a link",
+                path.display()
+            )));
+        }
+        let backup = self.backup(rel)?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| io_err("creating", parent, e))?;
+        }
+        if meta.is_some() {
+            fs::remove_file(&path).map_err(|e| io_err("replacing", &path, e))?;
+        }
+        std::os::unix::fs::symlink(target, &path).map_err(|e| io_err("creating", &path, e))?;
+        self.applied.push(Change {
+            path: format!("/{}", rel.trim_start_matches('/')),
+            action: if backup.is_some() {
+                Action::Modified
+            } else {
+                Action::Created
+            },
+            reason: reason.to_string(),
+            edits: Vec::new(),
+            backup,
+        });
+        Ok(true)
+    }
+
     /// Deletes `rel` (a file or symlink) if it exists, keeping a backup.
     pub fn remove(&mut self, rel: &str, reason: &str) -> Result<bool, AdaptError> {
         let path = self.path(rel)?;

@@ -19,7 +19,9 @@
 //! 4. **Hosts and network:** `/etc/hosts` from `--hosts`; static network
 //!    configuration converted to DHCP with `--network dhcp`; the old
 //!    interface names pinned to the new NICs' MACs (systemd `.link` files)
-//!    so the configuration still applies.
+//!    so the configuration still applies. With [`AdaptOptions::first_boot`],
+//!    the first-boot check ([`crate::firstboot`]) is installed (systemd
+//!    targets).
 //! 5. **Drivers:** missing modules copied from the driver library, `depmod`;
 //!    the storage and network modules added to the initramfs configuration;
 //!    the initramfs rebuilt in a chroot (old one kept as a backup) when it
@@ -158,6 +160,9 @@ pub struct AdaptOptions {
     pub firmware: Option<Firmware>,
     /// The driver library.
     pub drivers: Option<PathBuf>,
+    /// Install the first-boot check reporting to this mailbox
+    /// ([`crate::firstboot`]); systemd targets only.
+    pub first_boot: Option<crate::firstboot::FirstBootConfig>,
 }
 
 /// The initramfs step.
@@ -647,6 +652,18 @@ fn run_steps(
         }
     }
     network(root, opts, changes, report, progress)?;
+    if let Some(fb) = &opts.first_boot {
+        if crate::firstboot::install(changes, root, fb)? {
+            progress(&format!(
+                "first-boot check installed: reports to {} (mailbox {})",
+                fb.server, fb.mailbox
+            ));
+        } else {
+            report
+                .warnings
+                .push("first-boot check not installed: no systemd".into());
+        }
+    }
 
     // 5. Drivers and the initramfs.
     progress("drivers for the new hardware");

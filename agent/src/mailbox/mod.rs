@@ -16,7 +16,7 @@
 //! | `heartbeat.json` | agent | replaced atomically ([`Heartbeat`]) |
 //! | `cmd-<seq>.json` | manager | write-once ([`Command`]) |
 //! | `resp-<seq>.json` | agent | write-once, answers `cmd-<seq>` ([`Response`]) |
-//! | `req-<seq>.json` | agent | write-once ([`Request`]) |
+//! | `req-<seq>.json` | agent (or the deployed server's first-boot check) | write-once ([`Request`]) |
 //!
 //! `<seq>` is a decimal number zero-padded to 20 digits, so that key order is
 //! sequence order. A write-once file is created only if absent and never
@@ -240,6 +240,9 @@ pub enum AgentState {
     /// Something fatal happened; see [`Status::error`]. A rescue shell is
     /// on the console.
     Failed,
+    /// The deployed server booted its own OS and reported it (see
+    /// [`Status::first_boot`]); no agent serves this mailbox any more.
+    Booted,
 }
 
 /// Progress of the current step, fed by the library's progress events.
@@ -314,6 +317,40 @@ pub struct Status {
     pub survey: Option<HardwareSurvey>,
     /// When this status was written, in Unix milliseconds.
     pub updated_ms: u64,
+    /// What the deployed server reported on its first boot, in
+    /// [`AgentState::Booted`] (written by `ferry first-boot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_boot: Option<FirstBootReport>,
+}
+
+/// What a deployed server reports on its first boot (`ferry first-boot`,
+/// see `agent::firstboot`): enough to tell that the migrated OS came up
+/// on the right disk, with its network, and in what health.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstBootReport {
+    /// Its host name (`uname -n`).
+    pub hostname: String,
+    /// The running kernel (`uname -r`).
+    pub kernel: String,
+    /// Its non-loopback addresses, in CIDR form (`10.0.2.15/24`); IPv6
+    /// link-local addresses are left out.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// What is mounted on `/` (`/dev/vda1`), from `/proc/self/mountinfo`.
+    pub root_source: String,
+    /// `systemctl is-system-running` once the boot settled (or the wait
+    /// ran out): `running`, `degraded`, `starting`, … (`unknown` without
+    /// systemctl).
+    pub system_state: String,
+    /// Units in the `failed` state.
+    #[serde(default)]
+    pub failed_units: Vec<String>,
+    /// When the kernel started, in Unix milliseconds.
+    pub booted_ms: u64,
+    /// How long after the kernel started the report was made, in
+    /// milliseconds.
+    #[serde(default)]
+    pub uptime_ms: u64,
 }
 
 /// What a command asks for. New actions are added at the end; an agent

@@ -508,6 +508,7 @@ pub fn status(
             .unwrap_or_default(),
         survey: survey.cloned(),
         updated_ms: 0,
+        first_boot: None,
     }
 }
 

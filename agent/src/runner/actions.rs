@@ -467,6 +467,7 @@ fn do_adapt(
         hosts: Vec::new(),
         firmware: None,
         drivers: ctx.cfg.drivers.clone().filter(|d| d.is_dir()),
+        first_boot: ctx.cfg.first_boot.clone(),
     };
     let shown = disks
         .iter()

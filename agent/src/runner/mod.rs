@@ -67,6 +67,9 @@ pub struct RunnerConfig {
     pub poll: Duration,
     /// How long the mailbox may stay unreachable before [`run`] gives up.
     pub offline_limit: Duration,
+    /// The first-boot check that adapt installs into deployed servers
+    /// (the agent's own mailbox, token and CA).
+    pub first_boot: Option<crate::firstboot::FirstBootConfig>,
 }
 
 impl Default for RunnerConfig {
@@ -83,6 +86,7 @@ impl Default for RunnerConfig {
             // short enough that a swapped server whose manager is gone
             // returns to its old OS within the quarter hour.
             offline_limit: Duration::from_secs(15 * 60),
+            first_boot: None,
         }
     }
 }
@@ -117,6 +121,7 @@ pub fn initial_status(survey: &HardwareSurvey) -> Status {
         identity: MachineIdentity::from_survey(survey),
         survey: Some(survey.clone()),
         updated_ms: 0,
+        first_boot: None,
     }
 }
 
