@@ -86,6 +86,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A panic in any thread ends the process at once, as `panic = "abort"`
+    // does in release builds, also in the unwinding `ci` profile the tests
+    // build with (Cargo.toml): no half-updated state survives a panic.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     // Started by the kernel as the ramdisk's /init: be `ferry agent`,
     // whatever words of the kernel command line came as arguments.
     let argv0 = std::env::args_os().next();

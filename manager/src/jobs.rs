@@ -608,6 +608,7 @@ mod tests {
             error: None,
             identity: MachineIdentity::default(),
             survey: None,
+            first_boot: None,
             updated_ms: 0,
             first_boot: None,
         }

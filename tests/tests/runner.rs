@@ -407,7 +407,8 @@ fn idle_loop_memory() {
     let mut child = Command::new(exe)
         .args([
             "--exact",
-            "idle_agent_child",
+            // Its name in tests/tests/suite.rs's binary (module runner).
+            "runner::idle_agent_child",
             "--nocapture",
             "--test-threads=1",
         ])

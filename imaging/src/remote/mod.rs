@@ -26,7 +26,9 @@
 //! **Keys** crossing the network are checked by [`check_key`] on both ends.
 
 pub(crate) mod adaptive;
+#[cfg(feature = "net")]
 pub mod http;
+#[cfg(feature = "net")]
 pub mod s3;
 pub mod tls;
 
@@ -131,11 +133,22 @@ pub fn open_store(library: &str, opts: &RemoteOptions) -> Result<Box<dyn Store>,
         }
         return Ok(Box::new(LocalStore::new(path)));
     }
-    if library.starts_with("https://") || library.starts_with("http://") {
-        return Ok(Box::new(http::HttpStore::new(library, opts)?));
+    #[cfg(feature = "net")]
+    {
+        if library.starts_with("https://") || library.starts_with("http://") {
+            return Ok(Box::new(http::HttpStore::new(library, opts)?));
+        }
+        if library.starts_with("s3://") {
+            return Ok(Box::new(s3::S3Store::from_url(library)?));
+        }
     }
-    if library.starts_with("s3://") {
-        return Ok(Box::new(s3::S3Store::from_url(library)?));
+    #[cfg(not(feature = "net"))]
+    if is_remote(library) {
+        let _ = opts;
+        return Err(RemoteError::Config {
+            url: library.into(),
+            reason: "this build of imaging has no network stores (the `net` feature is off)".into(),
+        });
     }
     if library.contains("://") {
         return Err(RemoteError::BadUrl {
@@ -177,6 +190,7 @@ pub fn check_key(key: &str) -> Result<(), String> {
 }
 
 /// `check_key` as an `InvalidInput` error.
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 pub(crate) fn key_ok(key: &str) -> io::Result<()> {
     check_key(key).map_err(|r| io::Error::new(io::ErrorKind::InvalidInput, r))
 }
@@ -197,6 +211,7 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
 
 /// The lock of a network store: shared is granted, exclusive refused (see
 /// the module docs).
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 pub(crate) fn network_lock(location: &str, mode: LockMode) -> io::Result<LockGuard> {
     match mode {
         LockMode::Shared => Ok(Box::new(())),
@@ -211,6 +226,7 @@ pub(crate) fn network_lock(location: &str, mode: LockMode) -> io::Result<LockGua
 }
 
 /// A random delay in `[0, min(cap, base * 2^attempt))` (full jitter).
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     let ceiling = base
         .saturating_mul(1u32 << attempt.min(16))

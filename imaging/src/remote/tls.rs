@@ -10,12 +10,6 @@
 
 use std::fmt;
 use std::io;
-use std::sync::Arc;
-
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// What the client trusts.
 #[derive(Clone, PartialEq, Eq)]
@@ -66,129 +60,144 @@ impl Trust {
     }
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    d.as_ref().try_into().expect("SHA-256 is 32 bytes")
-}
+#[cfg(feature = "net")]
+pub use verify::{pem_fingerprint, tls_config};
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
+/// The rustls side: only with the network stores.
+#[cfg(feature = "net")]
+mod verify {
+    use super::Trust;
+    use std::io;
+    use std::sync::Arc;
 
-/// Verifies the server's chain against the one CA certificate in it whose
-/// SHA-256 matches the pin.
-#[derive(Debug)]
-struct PinnedCa {
-    pin: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-impl ServerCertVerifier for PinnedCa {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates
-            .iter()
-            .find(|c| sha256(c.as_ref()) == self.pin)
-            .ok_or_else(|| {
-                rustls::Error::General(format!(
-                    "no certificate in the server's chain has the pinned fingerprint sha256:{}",
-                    hex::encode(self.pin)
-                ))
-            })?;
-        let mut roots = RootCertStore::empty();
-        roots.add(ca.clone().into_owned())?;
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            Arc::new(roots),
-            self.provider.clone(),
-        )
-        .build()
-        .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    fn sha256(data: &[u8]) -> [u8; 32] {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+        d.as_ref().try_into().expect("SHA-256 is 32 bytes")
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+    fn provider() -> Arc<CryptoProvider> {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+    /// Verifies the server's chain against the one CA certificate in it whose
+    /// SHA-256 matches the pin.
+    #[derive(Debug)]
+    struct PinnedCa {
+        pin: [u8; 32],
+        provider: Arc<CryptoProvider>,
     }
 
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// A rustls client configuration trusting only `trust`.
-pub fn tls_config(trust: &Trust) -> io::Result<rustls::ClientConfig> {
-    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?;
-    let cfg = match trust {
-        Trust::CaPem(pem) => {
-            use rustls::pki_types::pem::PemObject;
+    impl ServerCertVerifier for PinnedCa {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            let ca = intermediates
+                .iter()
+                .find(|c| sha256(c.as_ref()) == self.pin)
+                .ok_or_else(|| {
+                    rustls::Error::General(format!(
+                        "no certificate in the server's chain has the pinned fingerprint sha256:{}",
+                        hex::encode(self.pin)
+                    ))
+                })?;
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| bad(format!("CA certificate: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| bad(format!("CA certificate: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(bad("the CA file holds no certificate".into()));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            roots.add(ca.clone().into_owned())?;
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                self.provider.clone(),
+            )
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+            inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
         }
-        Trust::Fingerprint(pin) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCa {
-                pin: *pin,
-                provider: provider(),
-            }))
-            .with_no_client_auth(),
-    };
-    Ok(cfg)
-}
 
-/// `sha256:<hex>` of the first certificate in `pem`: the pin a boot
-/// medium's command line carries (`ferry.ca=`), or `None` if `pem` holds
-/// no certificate.
-pub fn pem_fingerprint(pem: &[u8]) -> Option<String> {
-    use rustls::pki_types::pem::PemObject;
-    let cert = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
-    Some(format!("sha256:{}", hex::encode(sha256(cert.as_ref()))))
-}
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
 
-#[cfg(test)]
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    /// A rustls client configuration trusting only `trust`.
+    pub fn tls_config(trust: &Trust) -> io::Result<rustls::ClientConfig> {
+        let bad = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?;
+        let cfg = match trust {
+            Trust::CaPem(pem) => {
+                use rustls::pki_types::pem::PemObject;
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| bad(format!("CA certificate: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| bad(format!("CA certificate: {e}")))?;
+                }
+                if roots.is_empty() {
+                    return Err(bad("the CA file holds no certificate".into()));
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            Trust::Fingerprint(pin) => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedCa {
+                    pin: *pin,
+                    provider: provider(),
+                }))
+                .with_no_client_auth(),
+        };
+        Ok(cfg)
+    }
+
+    /// `sha256:<hex>` of the first certificate in `pem`: the pin a boot
+    /// medium's command line carries (`ferry.ca=`), or `None` if `pem` holds
+    /// no certificate.
+    pub fn pem_fingerprint(pem: &[u8]) -> Option<String> {
+        use rustls::pki_types::pem::PemObject;
+        let cert = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+        Some(format!("sha256:{}", hex::encode(sha256(cert.as_ref()))))
+    }
+}
+#[cfg(all(test, feature = "net"))]
 mod tests {
     use super::*;
 
