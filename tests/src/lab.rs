@@ -20,6 +20,13 @@ use crate::{ferry_bin, ok};
 
 /// Heartbeats every 2 s, so tests see agents come and go quickly.
 const AGENT_CMDLINE: &str = "ferry.heartbeat=2";
+/// An agent comes up in ~10 s of kernel time under TCG; firmware, PXE and
+/// the ramdisk's load come first. Room for a loaded CI machine.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(300);
+/// A Debian boot to `login:` takes 40–90 s under TCG.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// The first-boot check waits for the network and for systemd to settle.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The static (musl) ferry that the ramdisk runs: `$FERRY_AGENT_BIN`, else
 /// the musl build in the workspace's target directory
@@ -230,6 +237,33 @@ impl Hardware {
     }
 }
 
+/// The source server of the Debian IDE fixture: i440FX, PIIX IDE, e1000,
+/// SeaBIOS.
+pub fn source_hardware() -> Hardware {
+    Hardware {
+        name: "source".into(),
+        uefi: false,
+        machine: "pc",
+        bus: DiskBus::Ide,
+        nic: "e1000",
+        mac: "52:54:00:e2:e0:01".into(),
+        memory_mib: 1024,
+    }
+}
+
+/// A newer machine: Q35, OVMF (UEFI), NVMe, virtio-net.
+pub fn uefi_nvme_target() -> Hardware {
+    Hardware {
+        name: "uefi-nvme".into(),
+        uefi: true,
+        machine: "q35",
+        bus: DiskBus::Nvme,
+        nic: "virtio-net-pci",
+        mac: "52:54:00:e2:e0:02".into(),
+        memory_mib: 1024,
+    }
+}
+
 /// A running `ferry serve` and the agent media that point at it.
 pub struct Lab {
     /// The manager; its library holds the captured images.
@@ -259,12 +293,12 @@ impl JobOutcome {
 }
 
 impl Lab {
-    /// Starts `ferry serve` and builds the agent media into `dir`, which
-    /// is emptied first.
-    pub fn start(dir: &Path) -> Lab {
+    /// Starts `ferry serve` (on `library`, else a temporary one) and
+    /// builds the agent media into `dir`, which is emptied first.
+    pub fn start(dir: &Path, library: Option<&Path>) -> Lab {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        let mgr = Manager::start();
+        let mgr = Manager::start_with_library(library);
         let initrd = dir.join("initrd.img");
         let t = Instant::now();
         ok(Command::new(ferry_bin())
@@ -384,6 +418,142 @@ impl Lab {
                 );
             }
             std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
+/// What an offline capture did.
+pub struct Captured {
+    /// The source's agent (mailbox id).
+    pub agent: String,
+    /// Bytes read from the source disk (used blocks only).
+    pub bytes_read: u64,
+    /// Bytes the capture added to the library (compressed, deduplicated).
+    pub bytes_stored: u64,
+    /// From power-on to the agent's report.
+    pub agent_after: Duration,
+    /// The capture job, start to end.
+    pub capture: Duration,
+}
+
+/// What a migration did.
+pub struct Migration {
+    /// The target, now running the migrated OS.
+    pub vm: Vm,
+    /// The target's agent (mailbox id); the migrated OS reports there.
+    pub agent: String,
+    /// The deploy's report (`DeployReport`).
+    pub deploy: serde_json::Value,
+    /// The adapt report.
+    pub adapt: serde_json::Value,
+    /// The first-boot check's report (`status.first_boot`).
+    pub first_boot: serde_json::Value,
+    /// From power-on to the agent's report (through PXE).
+    pub agent_after: Duration,
+    /// The deploy job (deploy, adapt, reboot), start to end.
+    pub deploy_time: Duration,
+    /// From the reboot to `login:`.
+    pub login_after: Duration,
+    /// From `login:` to the first-boot report.
+    pub report_after: Duration,
+}
+
+impl Lab {
+    /// Boots `hw`, whose OS is on `disk`, from the agent ISO, captures the
+    /// disk offline into the library as `image` (`ferry capture --agent
+    /// ... --poweroff`), and waits for it to power off.
+    pub fn capture_offline(&self, hw: &Hardware, disk: &Path, image: &str) -> Captured {
+        let mut vm = self.boot(hw, disk, BootFrom::Iso, &hw.name);
+        let t = Instant::now();
+        let agent = self.wait_for_agent(hw, AGENT_TIMEOUT);
+        let agent_after = t.elapsed();
+        eprintln!(
+            "lab: {}: agent {agent} reported {:.0} s after power-on",
+            hw.name,
+            agent_after.as_secs_f64()
+        );
+        let job = self.job(&[
+            "capture",
+            "--agent",
+            &agent,
+            "--name",
+            image,
+            "--disk",
+            hw.bus.guest_path(),
+            "--poweroff",
+        ]);
+        let stats = &job.result(0)["stats"];
+        if let Err(e) = vm.wait_exit(Duration::from_secs(120)) {
+            panic!("{}: did not power off after its capture: {e}", hw.name);
+        }
+        Captured {
+            agent,
+            bytes_read: stats["bytes_read"].as_u64().unwrap_or(0),
+            bytes_stored: stats["stored_new"].as_u64().unwrap_or(0),
+            agent_after,
+            capture: job.elapsed,
+        }
+    }
+
+    /// Boots `hw` with `disk` (blank, so it falls through to PXE and the
+    /// agent), deploys `image` onto it with `ferry deploy --agent ...
+    /// --adapt --reboot`, waits for the migrated OS to reach `login:` and
+    /// for its first-boot report in the agent's mailbox.
+    pub fn migrate(&self, image: &str, hw: &Hardware, disk: &Path) -> Migration {
+        let mut vm = self.boot(hw, disk, BootFrom::DiskThenPxe, &hw.name);
+        let t = Instant::now();
+        let agent = self.wait_for_agent(hw, AGENT_TIMEOUT);
+        let agent_after = t.elapsed();
+        eprintln!(
+            "lab: {}: agent {agent} reported by PXE {:.0} s after power-on",
+            hw.name,
+            agent_after.as_secs_f64()
+        );
+        let firmware = if hw.uefi { "uefi" } else { "bios" };
+        let job = self.job(&[
+            "deploy",
+            image,
+            "--agent",
+            &agent,
+            "--target",
+            hw.bus.guest_path(),
+            "--firmware",
+            firmware,
+            "--adapt",
+            "--reboot",
+        ]);
+        let deploy = job.result(0)["deploy"].clone();
+        let adapt = job.result(0)["adapt"].clone();
+        eprintln!(
+            "lab: {}: deployed and adapted in {:.0} s: {} MiB written, {} MiB fetched",
+            hw.name,
+            job.elapsed.as_secs_f64(),
+            deploy_sum(&deploy, "bytes_written") >> 20,
+            deploy_sum(&deploy, "bytes_fetched") >> 20
+        );
+        let from = vm.console().len();
+        let t = Instant::now();
+        if let Err(e) = vm.wait_for_after("login:", from, LOGIN_TIMEOUT) {
+            panic!("{}: the migrated server did not reach login:\n{e}", hw.name);
+        }
+        let login_after = t.elapsed();
+        eprintln!(
+            "lab: {}: login: {:.0} s after the reboot",
+            hw.name,
+            login_after.as_secs_f64()
+        );
+        let t = Instant::now();
+        let status = self.wait_for_state(&agent, "booted", REPORT_TIMEOUT);
+        Migration {
+            vm,
+            agent,
+            deploy,
+            adapt,
+            first_boot: status["first_boot"].clone(),
+            agent_after,
+            deploy_time: job.elapsed,
+            login_after,
+            report_after: t.elapsed(),
         }
     }
 }

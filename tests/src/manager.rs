@@ -12,6 +12,7 @@ use crate::ferry_bin;
 /// A running manager.
 pub struct Manager {
     dir: tempfile::TempDir,
+    library: PathBuf,
     child: Child,
     /// Its port on 127.0.0.1.
     pub port: u16,
@@ -32,7 +33,14 @@ impl Manager {
     /// `ferry serve --init`, then `ferry serve` on a free port, with its
     /// image library in the server directory.
     pub fn start() -> Manager {
+        Manager::start_with_library(None)
+    }
+
+    /// [`Manager::start`] serving the library at `library` (kept when the
+    /// manager stops) instead of one in its temporary directory.
+    pub fn start_with_library(library: Option<&Path>) -> Manager {
         let dir = tempfile::tempdir().expect("tempdir");
+        let library = library.map_or_else(|| dir.path().join("library"), Path::to_path_buf);
         let init = Command::new(ferry_bin())
             .args(["serve", "--init", "--dir"])
             .arg(dir.path().join("srv"))
@@ -44,7 +52,7 @@ impl Manager {
         let ca_fingerprint = value_after(&out, "CA fingerprint:").to_string();
         let mut child = Command::new(ferry_bin())
             .arg("--library")
-            .arg(dir.path().join("library"))
+            .arg(&library)
             .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
             .arg(dir.path().join("srv"))
             .stdout(Stdio::null())
@@ -75,6 +83,7 @@ impl Manager {
             .unwrap_or_else(|| panic!("no port in {addr:?}"));
         Manager {
             dir,
+            library,
             child,
             port,
             enroll_token,
@@ -89,7 +98,7 @@ impl Manager {
 
     /// Its image library directory.
     pub fn library(&self) -> PathBuf {
-        self.dir.path().join("library")
+        self.library.clone()
     }
 
     /// Its URL from the host.

@@ -25,17 +25,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
-use ferry_tests::lab::{self, blank_disk, deploy_sum, BootFrom, DiskBus, Hardware, Lab};
+use ferry_tests::lab::{self, blank_disk, deploy_sum, DiskBus, Hardware, Lab, Migration};
 use ferry_tests::{debian_ide_fixture, ok};
 
 const GIB: u64 = 1 << 30;
-/// An agent comes up in ~10 s of kernel time under TCG; firmware, PXE and
-/// the ramdisk's load come first. Room for a loaded CI machine.
-const AGENT_TIMEOUT: Duration = Duration::from_secs(300);
-/// A Debian boot to `login:` takes 40–90 s under TCG.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One VM at a time: the machine has two cores.
 static VMS: Mutex<()> = Mutex::new(());
@@ -53,35 +47,18 @@ fn lab() -> Option<&'static Lab> {
             eprintln!("e2e: cannot run: {why}");
             return None;
         }
-        Some(Lab::start(&work()))
+        Some(Lab::start(&work(), None))
     })
     .as_ref()
 }
 
-/// What the offline capture of the source produced.
-struct Source {
-    image: String,
-    /// Bytes of the source disk.
-    disk_size: u64,
-}
+/// The captured source image's name, and the source disk's size.
+const SOURCE_IMAGE: &str = "e2e-source";
 
-fn source_hardware() -> Hardware {
-    Hardware {
-        name: "source".into(),
-        uefi: false,
-        machine: "pc",
-        bus: DiskBus::Ide,
-        nic: "e1000",
-        mac: "52:54:00:e2:e0:01".into(),
-        memory_mib: 1024,
-    }
-}
-
-/// Boots the source from the agent ISO, captures its disk offline through
-/// the manager and powers it off; once per test run.
-fn source(lab: &Lab) -> &'static Source {
-    static SOURCE: OnceLock<Source> = OnceLock::new();
-    SOURCE.get_or_init(|| {
+/// Captures the source offline once per test run; returns its disk size.
+fn source(lab: &Lab) -> u64 {
+    static SOURCE: OnceLock<u64> = OnceLock::new();
+    *SOURCE.get_or_init(|| {
         let fixture = debian_ide_fixture().join("debian-ide.img");
         let disk = lab.dir.join("source.img");
         ok(Command::new("cp")
@@ -89,122 +66,46 @@ fn source(lab: &Lab) -> &'static Source {
             .arg(&fixture)
             .arg(&disk));
         let disk_size = std::fs::metadata(&disk).expect("source disk").len();
-        let hw = source_hardware();
-        let _one = VMS.lock().unwrap_or_else(|e| e.into_inner());
-        let mut vm = lab.boot(&hw, &disk, BootFrom::Iso, "source");
-        let t = Instant::now();
-        let id = lab.wait_for_agent(&hw, AGENT_TIMEOUT);
-        eprintln!(
-            "e2e: source agent {id} reported after {:.0} s",
-            t.elapsed().as_secs_f64()
-        );
-        let image = "e2e-source".to_string();
-        let job = lab.job(&[
-            "capture",
-            "--agent",
-            &id,
-            "--name",
-            &image,
-            "--disk",
-            DiskBus::Ide.guest_path(),
-            "--poweroff",
-        ]);
-        let stats = &job.result(0)["stats"];
-        let read = stats["bytes_read"].as_u64().unwrap_or(0);
-        let stored = stats["stored_new"].as_u64().unwrap_or(0);
+        let c = {
+            let _one = VMS.lock().unwrap_or_else(|e| e.into_inner());
+            lab.capture_offline(&lab::source_hardware(), &disk, SOURCE_IMAGE)
+        };
         eprintln!(
             "e2e: offline capture: read {} MiB of a {} MiB disk, stored {} MiB, in {:.0} s ({:.1} MiB/s in the guest)",
-            read >> 20,
+            c.bytes_read >> 20,
             disk_size >> 20,
-            stored >> 20,
-            job.elapsed.as_secs_f64(),
-            read as f64 / (1 << 20) as f64 / job.elapsed.as_secs_f64()
+            c.bytes_stored >> 20,
+            c.capture.as_secs_f64(),
+            c.bytes_read as f64 / (1 << 20) as f64 / c.capture.as_secs_f64()
         );
         // Used blocks only, compressed: well under the disk's size.
-        assert!(read > 0 && read < disk_size / 2, "{stats:#}");
-        assert!(stored > 0 && stored < read, "{stats:#}");
-        if let Err(e) = vm.wait_exit(Duration::from_secs(120)) {
-            panic!("the source did not power off after its capture: {e}");
-        }
+        assert!(c.bytes_read > 0 && c.bytes_read < disk_size / 2);
+        assert!(c.bytes_stored > 0 && c.bytes_stored < c.bytes_read);
         // Every chunk of the library is whole.
         ok(Command::new(ferry_tests::ferry_bin())
             .arg("--library")
             .arg(lab.mgr.library())
-            .args(["image", "verify", &image]));
-        Source { image, disk_size }
+            .args(["image", "verify", SOURCE_IMAGE]));
+        disk_size
     })
 }
 
-/// What a migrated server said.
-struct Migrated {
-    /// Its first-boot report (the agent's status `first_boot`).
-    first_boot: serde_json::Value,
-    /// What the check command printed once logged in.
-    check: String,
-    /// The deploy's report.
-    deploy: serde_json::Value,
-}
-
-/// Boots `hw` with a blank `size`-byte disk; it falls through to PXE and
-/// the agent; deploys the source onto it, adapts and reboots; waits for
-/// `login:` and the first-boot report; logs in and runs `check`.
-fn migrate(lab: &Lab, hw: &Hardware, size: u64, check: &str) -> Migrated {
-    let src = source(lab);
+/// Migrates the source onto `hw` with a blank `size`-byte disk; logs in
+/// and runs `check`; returns the migration and what the check printed.
+fn migrate(lab: &Lab, hw: &Hardware, size: u64, check: &str) -> (Migration, String) {
+    source(lab);
     let disk = blank_disk(&lab.dir.join(format!("{}.img", hw.name)), size);
     let _one = VMS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut vm = lab.boot(hw, &disk, BootFrom::DiskThenPxe, &hw.name);
-    let t = Instant::now();
-    let id = lab.wait_for_agent(hw, AGENT_TIMEOUT);
-    eprintln!(
-        "e2e: {}: agent {id} reported by PXE after {:.0} s",
-        hw.name,
-        t.elapsed().as_secs_f64()
-    );
-    let firmware = if hw.uefi { "uefi" } else { "bios" };
-    let job = lab.job(&[
-        "deploy",
-        &src.image,
-        "--agent",
-        &id,
-        "--target",
-        hw.bus.guest_path(),
-        "--firmware",
-        firmware,
-        "--adapt",
-        "--reboot",
-    ]);
-    let deploy = job.result(0)["deploy"].clone();
-    eprintln!(
-        "e2e: {}: deployed and adapted in {:.0} s: {} MiB written, {} MiB fetched",
-        hw.name,
-        job.elapsed.as_secs_f64(),
-        deploy_sum(&deploy, "bytes_written") >> 20,
-        deploy_sum(&deploy, "bytes_fetched") >> 20
-    );
-    let from = vm.console().len();
-    let t = Instant::now();
-    if let Err(e) = vm.wait_for_after("login:", from, LOGIN_TIMEOUT) {
-        panic!("{}: the migrated server did not reach login:\n{e}", hw.name);
-    }
-    eprintln!(
-        "e2e: {}: login: {:.0} s after the reboot",
-        hw.name,
-        t.elapsed().as_secs_f64()
-    );
-    let status = lab.wait_for_state(&id, "booted", Duration::from_secs(300));
-    let check = vm
-        .login_and_run("root", "ferry", check)
-        .unwrap_or_else(|e| panic!("{}: logging in: {e}", hw.name));
-    Migrated {
-        first_boot: status["first_boot"].clone(),
-        check,
-        deploy,
-    }
+    let mut m = lab.migrate(SOURCE_IMAGE, hw, &disk);
+    let out =
+        m.vm.login_and_run("root", "ferry", check)
+            .unwrap_or_else(|e| panic!("{}: logging in: {e}", hw.name));
+    (m, out)
 }
 
 /// The first-boot report says the migrated source is up and on the
 /// network.
-fn assert_first_boot(name: &str, m: &Migrated) {
+fn assert_first_boot(name: &str, m: &Migration) {
     let fb = &m.first_boot;
     assert_eq!(fb["hostname"], "src-server", "{name}: {fb:#}");
     let state = fb["system_state"].as_str().unwrap_or("");
@@ -222,16 +123,8 @@ fn bios_ide_to_uefi_nvme_bigger_disk_by_pxe() {
         eprintln!("SKIPPED bios_ide_to_uefi_nvme_bigger_disk_by_pxe");
         return;
     };
-    let hw = Hardware {
-        name: "uefi-nvme".into(),
-        uefi: true,
-        machine: "q35",
-        bus: DiskBus::Nvme,
-        nic: "virtio-net-pci",
-        mac: "52:54:00:e2:e0:02".into(),
-        memory_mib: 1024,
-    };
-    let m = migrate(
+    let hw = lab::uefi_nvme_target();
+    let (m, check) = migrate(
         lab,
         &hw,
         4 * GIB,
@@ -239,21 +132,19 @@ fn bios_ide_to_uefi_nvme_bigger_disk_by_pxe() {
          sfdisk -l /dev/nvme0n1 | grep -i 'label type'; ip -4 -o addr show scope global",
     );
     assert_first_boot(&hw.name, &m);
-    assert!(m.check.contains("UEFI-BOOTED"), "{}", m.check);
-    assert!(m.check.contains("gpt"), "MBR → GPT: {}", m.check);
-    assert!(m.check.contains("inet 10.0.2.15/24"), "{}", m.check);
+    assert!(check.contains("UEFI-BOOTED"), "{check}");
+    assert!(check.contains("gpt"), "MBR → GPT: {check}");
+    assert!(check.contains("inet 10.0.2.15/24"), "{check}");
     // The root file system grew into the bigger disk.
-    let root_size: u64 = m
-        .check
+    let root_size: u64 = check
         .lines()
         .find(|l| l.starts_with("/dev/nvme0n1"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     assert!(
-        root_size > source(lab).disk_size,
-        "root not grown: {root_size} bytes:\n{}",
-        m.check
+        root_size > source(lab),
+        "root not grown: {root_size} bytes:\n{check}"
     );
     assert!(deploy_sum(&m.deploy, "bytes_fetched") > 0, "{:#}", m.deploy);
 }
@@ -273,21 +164,20 @@ fn bios_ide_to_virtio_smaller_disk_file_tree() {
         mac: "52:54:00:e2:e0:03".into(),
         memory_mib: 1024,
     };
-    let m = migrate(
+    let (m, check) = migrate(
         lab,
         &hw,
         3 * GIB / 2,
         "findmnt -n -b -o SOURCE,SIZE,UUID /; ip -4 -o addr show scope global",
     );
     assert_first_boot(&hw.name, &m);
-    assert!(m.check.contains("/dev/vda1"), "{}", m.check);
+    assert!(check.contains("/dev/vda1"), "{check}");
     // The fixture's root UUID survives the new file system.
     assert!(
-        m.check.contains("6a3b1f0e-5c2d-4e7a-9b81-f3e0c2d4a5b6"),
-        "{}",
-        m.check
+        check.contains("6a3b1f0e-5c2d-4e7a-9b81-f3e0c2d4a5b6"),
+        "{check}"
     );
-    assert!(m.check.contains("inet 10.0.2.15/24"), "{}", m.check);
+    assert!(check.contains("inet 10.0.2.15/24"), "{check}");
     let methods = m.deploy.to_string();
     assert!(
         methods.contains(r#""method":"tree""#),
