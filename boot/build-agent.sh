@@ -9,6 +9,14 @@ cd "$(dirname "$0")/.."
 rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl ||
   rustup target add x86_64-unknown-linux-musl
 export CC_x86_64_unknown_linux_musl=musl-gcc
+# mimalloc commits its arenas eagerly on Linux (overcommit) and then never
+# purges freed pages back to the kernel: bring-up's transient buffers
+# (modules, survey, TLS) stayed resident and the idle agent sat at
+# 30-42 MB RSS. With lazy arena commit, freed pages are purged
+# (MADV_DONTNEED) and the idle RSS is about a third (issue 6 target:
+# <= 30 MB; boot/bench-boot.sh). MIMALLOC_ARENA_EAGER_COMMIT still
+# overrides it at run time.
+export CFLAGS_x86_64_unknown_linux_musl="${CFLAGS_x86_64_unknown_linux_musl:-} -DMI_DEFAULT_ARENA_EAGER_COMMIT=0"
 export CARGO_PROFILE_RELEASE_DEBUG=none
 export CARGO_PROFILE_RELEASE_STRIP=symbols
 cargo build --release --locked --target x86_64-unknown-linux-musl --bin ferry "$@"
