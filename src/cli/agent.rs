@@ -158,10 +158,11 @@ fn report_idle_rss(background: Option<std::thread::JoinHandle<()>>) {
     };
     let rss = ramdisk::Rss::current().unwrap_or_default();
     say(&format!(
-        "idle: rss {} KiB (anon {} KiB, file {} KiB) after {:.0} s",
+        "idle: rss {} KiB (anon {} KiB, file {} KiB, shmem {} KiB) after {:.0} s",
         rss.total,
         rss.anon,
         rss.file,
+        rss.shmem,
         start.elapsed().as_secs_f64()
     ));
 }

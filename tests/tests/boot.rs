@@ -11,8 +11,10 @@
 //! and a ramdisk built without virtio_blk on a virtio disk, which must
 //! say `FATAL: no disks` and offer a working rescue shell. Each boot
 //! checks the agent's survey line against the VM's real PCI ids, disks
-//! and NIC, and records the kernel-start → ready time and the idle RSS
-//! (in `$FERRY_TEST_LOGS`, default `/var/tmp/ferry-boot-logs`).
+//! and NIC, and records the kernel-start → ready time, the kernel-start →
+//! first-heartbeat time (≤ 60 s asserted) and the idle RSS (≤ 30 MiB
+//! asserted, issue 6) in `$FERRY_TEST_LOGS` (default
+//! `/var/tmp/ferry-boot-logs`).
 //!
 //! The media need the static agent (`boot/build-agent.sh`, which `./run
 //! test` runs), Debian's linux-image-amd64, busybox-static, xorriso,

@@ -11,9 +11,10 @@
 //!    through `systemctl kexec` (file systems unmounted cleanly);
 //! 2. the agent, with no firmware or GRUB in between, enrols with the
 //!    test's `ferry serve` and reports its survey through the mailbox; an
-//!    operator job captures `/dev/sda` — the disk the VM was running from,
-//!    now unmounted — into the manager's library. The image must verify,
-//!    restore to a clean ext4 (`e2fsck -fn`) holding the marker. Then a
+//!    operator job captures the disk the VM was running from (found by
+//!    its serial in the survey: the kernel's sdX order varies), now
+//!    unmounted — into the manager's library. The image must verify,
+//!    deploy to a clean ext4 (`e2fsck -fn`) holding the marker. Then a
 //!    `reboot` job sends the machine back through the firmware;
 //! 3. GRUB boots Debian again to `login:` (the marker is still there);
 //!    `ferry boot swap --grub` adds the one-shot entry for a busybox test
@@ -235,8 +236,8 @@ fn mount_payload(vm: &mut Vm) {
     assert!(out.contains("payload-ok"), "{out}");
 }
 
-/// Restores `image` from the manager's library into a sparse file and
-/// checks its first partition: a clean ext4 (`e2fsck -fn`) whose
+/// Verifies `image` in the manager's library, deploys it into a sparse
+/// file and checks its first partition: a clean ext4 (`e2fsck -fn`) whose
 /// /root/ferry-swap-marker holds `marker`.
 fn check_captured_disk(mgr: &Manager, work: &Path, image: &str, marker: &str) {
     let lib = mgr.library();
@@ -250,13 +251,18 @@ fn check_captured_disk(mgr: &Manager, work: &Path, image: &str, marker: &str) {
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
-    let disk = work.join("restored.img");
+    // A server image is deployed, not restored: onto a loop device over a
+    // sparse file the size of the VM's disk.
+    let disk = work.join("deployed.img");
     let _ = std::fs::remove_file(&disk);
+    ok(Command::new("truncate").args(["-s", "2G"]).arg(&disk));
+    let target = Loop::attach(&disk, false, None);
     ok(Command::new(ferry_bin())
         .arg("--library")
         .arg(&lib)
-        .args(["restore", image])
-        .arg(&disk));
+        .args(["deploy", image, "--json", "--target"])
+        .arg(&target.0));
+    drop(target);
     let part = ok(Command::new("partx")
         .args(["-g", "-o", "START,SECTORS", "-n", "1"])
         .arg(&disk));
@@ -265,7 +271,7 @@ fn check_captured_disk(mgr: &Manager, work: &Path, image: &str, marker: &str) {
         .filter_map(|n| n.parse().ok())
         .collect();
     let [start, sectors] = nums[..] else {
-        panic!("partx found no first partition in the restored disk: {part:?}")
+        panic!("partx found no first partition in the deployed disk: {part:?}")
     };
     let dev = Loop::attach(&disk, true, Some((start * 512, sectors * 512)));
     let fsck = run(Command::new("e2fsck").arg("-fn").arg(&dev.0));
@@ -309,11 +315,13 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
     let payload = payload_disk(&work, &agent_initrd, &test_initrd);
     // -cpu max: MTTCG runs the two vCPUs on two host threads either way;
     // max gives the guest SSE4.1/AVX2 paths for blake3 and LZ4.
+    // $FERRY_TEST_CPU overrides it, to compare.
+    let cpu = std::env::var("FERRY_TEST_CPU").unwrap_or_else(|_| "max".into());
     let args: Vec<String> = [
         "-machine",
         "pc",
         "-cpu",
-        "max",
+        &cpu,
         "-smp",
         "2",
         "-m",
@@ -399,22 +407,39 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
     let (sid, status) = mgr.wait_for_agent(MAC, Duration::from_secs(60));
     assert_eq!(sid, id);
     assert_eq!(status["state"], "idle", "{status}");
-    let disks: Vec<(&str, u64)> = status["survey"]["disks"]
+    // The kernel names the IDE disks in probe order, which differs from
+    // boot to boot (sda was the payload disk in one run): like an
+    // operator, pick the disk by its serial in the survey. QEMU gives IDE
+    // index 0 the serial QM00001.
+    let disks = status["survey"]["disks"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| Some((d["name"].as_str()?, d["size"].as_u64()?)))
-                .collect()
-        })
+        .cloned()
         .unwrap_or_default();
-    assert!(
-        disks.contains(&("sda", 2 << 30)),
-        "the agent's survey lacks the 2 GiB sda it was running from: {disks:?}"
+    let system = disks
+        .iter()
+        .find(|d| d["serial"] == "QM00001")
+        .unwrap_or_else(|| panic!("the agent's survey lacks the disk QM00001: {disks:?}"));
+    assert_eq!(system["size"], 2u64 << 30, "{system}");
+    let dev = format!(
+        "/dev/{}",
+        system["name"].as_str().expect("a surveyed disk has a name")
     );
-
+    // The idle agent's memory, before any job (issue 6's bound is
+    // asserted by the boot tests; here it is printed).
+    match vm.wait_for_after("ferry-agent: idle: rss", kexec, Duration::from_secs(120)) {
+        Ok(end) => {
+            let c = vm.console();
+            let line_end = c[end..].find('\n').map_or(c.len(), |i| end + i);
+            eprintln!(
+                "agent after kexec: idle: rss{}",
+                &c[end..line_end].trim_end()
+            );
+        }
+        Err(e) => eprintln!("agent after kexec: no idle RSS line: {e}"),
+    }
     // The capture, offline: the root file system is not mounted now.
     let cap = run(mgr.ferry().args([
-        "capture", "--agent", &id, "--name", "swapped", "--disk", "/dev/sda",
+        "capture", "--agent", &id, "--name", "swapped", "--disk", &dev,
     ]));
     assert!(
         cap.status.success(),
@@ -429,7 +454,7 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
         j["state"], "finished",
         "the capture job did not finish: {j}"
     );
-    // The agent's own figures: bytes read from /dev/sda and wall time, in
+    // The agent's own figures: bytes read from the disk and wall time, in
     // the guest.
     let stats = &j["steps"][0]["result"]["stats"];
     let (read, secs) = (
@@ -437,7 +462,7 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
         stats["seconds"].as_f64().unwrap_or(0.0),
     );
     eprintln!(
-        "capture of /dev/sda in the guest: {:.0} MB read in {secs:.0} s = {:.1} MB/s \
+        "capture of {dev} in the guest: {:.0} MB read in {secs:.0} s = {:.1} MB/s \
          ({:.0} s from the operator's command to the job's end; {})",
         read as f64 / 1e6,
         read as f64 / 1e6 / secs.max(0.001),

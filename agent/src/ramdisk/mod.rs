@@ -117,8 +117,9 @@ pub fn rss_kib() -> Option<u64> {
 }
 
 /// A process's resident memory, split as /proc/PID/status splits it, in
-/// KiB. `file` is mostly the agent's own text: the ramdisk's files live
-/// in RAM anyway, so only `anon` is memory the agent costs the machine.
+/// KiB. The agent's own text is `file` on a disk but `shmem` in the
+/// ramdisk (its rootfs is tmpfs): either way those pages are the binary's,
+/// held in RAM anyway, so `anon` is what the agent costs the machine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rss {
     /// VmRSS.
@@ -127,6 +128,8 @@ pub struct Rss {
     pub anon: u64,
     /// RssFile: mapped file pages (the binary's text and read-only data).
     pub file: u64,
+    /// RssShmem: mapped tmpfs pages (the binary's text, in the ramdisk).
+    pub shmem: u64,
 }
 
 impl Rss {
@@ -150,6 +153,7 @@ impl Rss {
             total: field("VmRSS:")?,
             anon: field("RssAnon:").unwrap_or(0),
             file: field("RssFile:").unwrap_or(0),
+            shmem: field("RssShmem:").unwrap_or(0),
         })
     }
 }
@@ -676,12 +680,16 @@ mod tests {
             Some(Rss {
                 total: 11392,
                 anon: 1716,
-                file: 9676
+                file: 9676,
+                shmem: 0
             })
         );
         assert_eq!(Rss::parse("Name:\tkthreadd\n"), None);
         let me = Rss::current().expect("/proc/self/status");
-        assert!(me.total > 0 && me.anon + me.file <= me.total + 4, "{me:?}");
+        assert!(
+            me.total > 0 && me.anon + me.file + me.shmem <= me.total + 4,
+            "{me:?}"
+        );
     }
 
     #[test]
