@@ -16,7 +16,10 @@ export CC_x86_64_unknown_linux_musl=musl-gcc
 # (MADV_DONTNEED) and the idle RSS is about a third (issue 6 target:
 # <= 30 MB; boot/bench-boot.sh). MIMALLOC_ARENA_EAGER_COMMIT still
 # overrides it at run time.
-export CFLAGS_x86_64_unknown_linux_musl="${CFLAGS_x86_64_unknown_linux_musl:-} -DMI_DEFAULT_ARENA_EAGER_COMMIT=0"
+# Nor transparent huge pages (mimalloc then sets PR_SET_THP_DISABLE): a 2 MiB
+# page per touched arena region inflated the idle RSS, and zeroing them
+# under TCG stalled a vCPU for tens of seconds (soft lockups) mid-capture.
+export CFLAGS_x86_64_unknown_linux_musl="${CFLAGS_x86_64_unknown_linux_musl:-} -DMI_DEFAULT_ARENA_EAGER_COMMIT=0 -DMI_DEFAULT_ALLOW_THP=0"
 export CARGO_PROFILE_RELEASE_DEBUG=none
 export CARGO_PROFILE_RELEASE_STRIP=symbols
 cargo build --release --locked --target x86_64-unknown-linux-musl --bin ferry "$@"
