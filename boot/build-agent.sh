@@ -12,10 +12,10 @@ export CC_x86_64_unknown_linux_musl=musl-gcc
 # mimalloc commits its arenas eagerly on Linux (overcommit) and then never
 # purges freed pages back to the kernel: bring-up's transient buffers
 # (modules, survey, TLS) stayed resident and the idle agent sat at
-# 30-42 MB RSS. With lazy arena commit, freed pages are purged
-# (MADV_DONTNEED) and the idle RSS is about a third (issue 6 target:
-# <= 30 MB; boot/bench-boot.sh). MIMALLOC_ARENA_EAGER_COMMIT still
-# overrides it at run time.
+# 30-43 MB RSS. With lazy arena commit, freed pages are purged
+# (MADV_DONTNEED); with both settings below the idle RSS measured 12-21 MB
+# in the boot tests (issue 6 target: <= 30 MB; boot/bench-boot.sh).
+# MIMALLOC_ARENA_EAGER_COMMIT and MIMALLOC_ALLOW_THP still override them.
 # Nor transparent huge pages (mimalloc then sets PR_SET_THP_DISABLE): a 2 MiB
 # page per touched arena region inflated the idle RSS, and zeroing them
 # under TCG stalled a vCPU for tens of seconds (soft lockups) mid-capture.
