@@ -28,11 +28,13 @@
 //! agent's first heartbeat at the manager; the capture's throughput in the
 //! guest; each boot's time.
 //!
-//! How files reach the guest: a second small IDE disk (ext4, label
-//! `payload`) holds the static ferry, the agent's kernel and initramfs and
-//! the test ramdisk. It needs no network and no server in the guest before
-//! the swap, and the same disk is what an operator would `scp`; the agent
-//! then sees it as `sdb` and leaves it alone. The agent's initramfs embeds
+//! How files reach the guest: a second small disk (ext4, label `payload`)
+//! holds the static ferry, the agent's kernel and initramfs and the test
+//! ramdisk. It needs no network and no server in the guest before the
+//! swap, and holds what an operator would `scp`. It is a virtio disk
+//! (`vda`, module loaded by udev after boot): as a second IDE disk it was
+//! sometimes probed first and became `sda`, and the fixture's Debian,
+//! whose fstab and GRUB name `/dev/sda1`, then failed to find its root. The agent's initramfs embeds
 //! the manager's CA (`ferry boot initramfs --config`), since the image
 //! library's client trusts a CA certificate, not a pinned fingerprint.
 //!
@@ -230,7 +232,7 @@ fn shell(vm: &mut Vm, command: &str) -> String {
 fn mount_payload(vm: &mut Vm) {
     let out = shell(
         vm,
-        "for i in 1 2 3 4 5 6; do mount /dev/sdb /mnt && break; sleep 2; done; \
+        "for i in 1 2 3 4 5 6; do mount /dev/vda /mnt && break; sleep 2; done; \
          test -x /mnt/ferry && echo payload-ok",
     );
     assert!(out.contains("payload-ok"), "{out}");
@@ -329,7 +331,7 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
         "-drive",
         &format!("file={},format=qcow2,if=ide,index=0", overlay.display()),
         "-drive",
-        &format!("file={},format=raw,if=ide,index=1", payload.display()),
+        &format!("file={},format=raw,if=virtio", payload.display()),
         "-nic",
         &format!("user,model=e1000,mac={MAC}"),
         "-display",
