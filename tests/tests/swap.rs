@@ -409,10 +409,9 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
     let (sid, status) = mgr.wait_for_agent(MAC, Duration::from_secs(60));
     assert_eq!(sid, id);
     assert_eq!(status["state"], "idle", "{status}");
-    // The kernel names the IDE disks in probe order, which differs from
-    // boot to boot (sda was the payload disk in one run): like an
-    // operator, pick the disk by its serial in the survey. QEMU gives IDE
-    // index 0 the serial QM00001.
+    // Disk names follow the kernel's probe order, which can differ from
+    // boot to boot: like an operator, pick the disk by its serial in the
+    // survey. QEMU gives IDE index 0 the serial QM00001.
     let disks = status["survey"]["disks"]
         .as_array()
         .cloned()
