@@ -4,7 +4,10 @@
 # QEMU TCG, idle RSS <= 30 MB. Builds the ramdisk with zstd and with gzip,
 # boots each once (-kernel/-initrd, virtio disk, e1000) and reads the
 # agent's own console lines ("ready N s after the kernel started",
-# "idle: rss N KiB"). Needs the static agent (boot/build-agent.sh).
+# "idle: rss N KiB (anon A KiB, file F KiB, shmem S KiB)": in the ramdisk
+# the agent's own text counts as shmem (tmpfs), pages the ramdisk holds in
+# RAM anyway; anon is what the agent costs). Needs the static agent
+# (boot/build-agent.sh).
 #   FERRY=target/release/ferry boot/bench-boot.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +16,7 @@ WORK=$(mktemp -d /var/tmp/ferry-bench-boot.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 kernel=$(ls /boot/vmlinuz-* | sort -V | tail -1)
 truncate -s 2G "$WORK/disk.img"
-printf '%-6s %10s %12s %12s\n' comp size ready idle-rss
+printf '%-6s %10s %12s %12s %10s %10s\n' comp size ready idle-rss anon shmem
 for comp in zstd gzip; do
   "$FERRY" boot initramfs --compression "$comp" --output "$WORK/initrd.$comp" 2>"$WORK/build.$comp"
   size=$(stat -c %s "$WORK/initrd.$comp")
@@ -27,7 +30,10 @@ for comp in zstd gzip; do
   wait "$qpid" 2>/dev/null || true
   ready=$(sed -n 's/.*ferry-agent: ready \([0-9.]*\) s.*/\1 s/p' "$WORK/console.$comp" | head -1)
   rss=$(sed -n 's/.*ferry-agent: idle: rss \([0-9]*\) KiB.*/\1/p' "$WORK/console.$comp" | head -1)
-  printf '%-6s %7.1f MB %12s %9s MB\n' "$comp" "$(echo "$size/1000000" | bc -l)" "${ready:-none}" \
-    "$( [ -n "$rss" ] && echo "scale=1; $rss*1024/1000000" | bc || echo none)"
+  anon=$(sed -n 's/.*ferry-agent: idle: rss .*(anon \([0-9]*\) KiB.*/\1/p' "$WORK/console.$comp" | head -1)
+  shmem=$(sed -n 's/.*ferry-agent: idle: rss .* shmem \([0-9]*\) KiB.*/\1/p' "$WORK/console.$comp" | head -1)
+  mb() { [ -n "$1" ] && echo "scale=1; $1*1024/1000000" | bc || echo none; }
+  printf '%-6s %7.1f MB %12s %9s MB %7s MB %7s MB\n' "$comp" "$(echo "$size/1000000" | bc -l)" "${ready:-none}" \
+    "$(mb "$rss")" "$(mb "$anon")" "$(mb "$shmem")"
 done
 cat "$WORK/build.zstd" >&2

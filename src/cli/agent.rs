@@ -57,6 +57,15 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 /// Runs `ferry agent`.
 pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    // main() restores SIGPIPE's default (death) for pipelines; the agent
+    // lives on sockets, and rustls writes records with writev(2), which
+    // has no MSG_NOSIGNAL: a manager closing a connection mid-upload
+    // killed the agent in the middle of a capture. Here a closed peer
+    // must be an EPIPE error that the client's retries handle.
+    // SAFETY: SIG_IGN is a valid disposition; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     if std::process::id() == 1 && !a.no_pid1 {
         let mut child = std::process::Command::new("/proc/self/exe");
         child.arg0("ferry").args(["agent", "--pid1"]);
@@ -180,9 +189,13 @@ fn report_idle_rss(background: Option<std::thread::JoinHandle<()>>) {
     unsafe {
         libmimalloc_sys::mi_collect(true)
     };
+    let rss = ramdisk::Rss::current().unwrap_or_default();
     say(&format!(
-        "idle: rss {} KiB after {:.0} s",
-        ramdisk::rss_kib().unwrap_or(0),
+        "idle: rss {} KiB (anon {} KiB, file {} KiB, shmem {} KiB) after {:.0} s",
+        rss.total,
+        rss.anon,
+        rss.file,
+        rss.shmem,
         start.elapsed().as_secs_f64()
     ));
 }

@@ -156,6 +156,98 @@ impl Manager {
             .flatten()
     }
 
+    /// `curl` against the server's API with the operator token: `path`
+    /// (`/v1/jobs`), with `body` POSTed as JSON when given. The answer's
+    /// JSON, or the HTTP error as text.
+    pub fn api(
+        &self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        let token = std::fs::read_to_string(self.server_dir().join("operator.token"))
+            .expect("operator token");
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--fail-with-body", "--cacert"])
+            .arg(self.server_dir().join("ca.pem"))
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", token.trim()));
+        if let Some(b) = body {
+            c.args(["-H", "Content-Type: application/json", "--data-binary"])
+                .arg(b.to_string());
+        }
+        let out = c
+            .arg(format!("{}{path}", self.url()))
+            .output()
+            .expect("running curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return Err(format!(
+                "{path}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("{path}: {e}: {text}"))
+    }
+
+    /// Starts a job of `steps` (the mailbox's actions as JSON) on agent
+    /// `id`; returns the job's id.
+    pub fn create_job(&self, id: &str, steps: serde_json::Value) -> String {
+        let job = self
+            .api(
+                "/v1/jobs",
+                Some(&serde_json::json!({ "agent": id, "steps": steps })),
+            )
+            .unwrap_or_else(|e| panic!("creating a job on {id}: {e}"));
+        job["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no job id in {job}"))
+            .to_string()
+    }
+
+    /// Polls job `id` until it is no longer running; returns its view.
+    /// Panics after `timeout`.
+    pub fn wait_for_job(&self, id: &str, timeout: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            match self.api(&format!("/v1/jobs/{id}"), None) {
+                Ok(j) if j["state"] != "running" => return j,
+                Ok(j) => assert!(
+                    start.elapsed() < timeout,
+                    "job {id} still running after {timeout:?}: {j}"
+                ),
+                Err(e) => assert!(
+                    start.elapsed() < timeout,
+                    "job {id} unreadable for {timeout:?}: {e}"
+                ),
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// Polls (every 250 ms) until an agent whose identity lists `mac` has
+    /// written a heartbeat; returns its id and when the heartbeat was
+    /// first seen. Panics after `timeout`.
+    pub fn wait_for_heartbeat(&self, mac: &str, timeout: Duration) -> (String, Instant) {
+        let start = Instant::now();
+        loop {
+            for a in self.agents() {
+                let has_mac = a["identity"]["macs"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|v| v.as_str() == Some(mac)));
+                let Some(id) = a["id"].as_str() else { continue };
+                if has_mac && self.mailbox_file(id, "heartbeat.json").is_some() {
+                    return (id.to_string(), Instant::now());
+                }
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no heartbeat from an agent with MAC {mac} at {} within {timeout:?}",
+                self.url()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// Waits until an agent whose identity lists `mac` has written a status
     /// holding a survey; returns its id and status.
     pub fn wait_for_agent(&self, mac: &str, timeout: Duration) -> (String, serde_json::Value) {

@@ -1,33 +1,68 @@
 //! `ferry boot swap` on a running Debian server in QEMU (TCG): the machine
-//! moves onto a ramdisk and comes back.
+//! moves onto the real agent, is captured offline, and comes back.
 //!
-//! One VM, four boots: (1) the Debian fixture (a qcow2 overlay on the
-//! cached `debian-ide.img`, never written) boots to `login:`; `ferry boot swap
-//! --grub` adds the one-shot entry (checked in grubenv), then `reboot`;
-//! (2) GRUB boots the test ramdisk, which prints `SWAPPED-IN` and reboots;
-//! (3) GRUB, its one-shot entry spent, boots Debian again to `login:`
-//! (next_entry cleared); `ferry boot swap --kexec --yes` loads the ramdisk
-//! with kexec_file_load and kexecs; (4) the ramdisk prints `SWAPPED-IN`
-//! without any firmware or GRUB in between.
+//! One VM, five boots:
 //!
-//! The ramdisk is a test initramfs (busybox as /init) until the agent's
-//! own exists: the mechanics are what this proves. It runs the Debian
-//! kernel the guest already has. The ferry binary and the initramfs reach
-//! the guest on a second small disk. Consoles are kept in
-//! `$FERRY_TEST_LOGS` (default `/var/tmp/ferry-boot-logs`).
+//! 1. the Debian fixture (a qcow2 overlay on the cached `debian-ide.img`,
+//!    never written) boots to `login:`; a marker file is written, then
+//!    `ferry boot swap --kexec --yes` (the static agent binary, run inside
+//!    the guest) loads the agent's kernel and initramfs with the agent's
+//!    command line (`ferry.server=https://10.0.2.2:PORT …`) and kexecs
+//!    through `systemctl kexec` (file systems unmounted cleanly);
+//! 2. the agent, with no firmware or GRUB in between, enrols with the
+//!    test's `ferry serve` and reports its survey through the mailbox; an
+//!    operator job captures the disk the VM was running from (found by
+//!    its serial in the survey: the kernel's sdX order varies), now
+//!    unmounted — into the manager's library. The image must verify,
+//!    deploy to a clean ext4 (`e2fsck -fn`) holding the marker. Then a
+//!    `reboot` job sends the machine back through the firmware;
+//! 3. GRUB boots Debian again to `login:` (the marker is still there);
+//!    `ferry boot swap --grub` adds the one-shot entry for a busybox test
+//!    ramdisk and reboots;
+//! 4. GRUB's one-shot entry boots the test ramdisk (`SWAPPED-IN`), which
+//!    reboots at once;
+//! 5. GRUB, its one-shot entry spent, boots Debian to `login:` with
+//!    `next_entry` cleared.
+//!
+//! Printed figures: kexec (the agent kernel's first console line) → the
+//! agent's first heartbeat at the manager; the capture's throughput in the
+//! guest; each boot's time.
+//!
+//! How files reach the guest: a second small disk (ext4, label `payload`)
+//! holds the static ferry, the agent's kernel and initramfs and the test
+//! ramdisk. It needs no network and no server in the guest before the
+//! swap, and holds what an operator would `scp`. It is a virtio disk
+//! (`vda`, module loaded by udev after boot): as a second IDE disk it was
+//! sometimes probed first and became `sda`, and the fixture's Debian,
+//! whose fstab and GRUB name `/dev/sda1`, then failed to find its root. The agent's initramfs embeds
+//! the manager's CA (`ferry boot initramfs --config`), since the image
+//! library's client trusts a CA certificate, not a pinned fingerprint.
+//!
+//! Consoles are kept in `$FERRY_TEST_LOGS` (default
+//! `/var/tmp/ferry-boot-logs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ferry_tests::manager::Manager;
 use ferry_tests::qemu::Vm;
-use ferry_tests::{debian_ide_fixture, ferry_bin, is_root, ok, require};
+use ferry_tests::{debian_ide_fixture, ferry_bin, is_root, ok, run, Loop};
 
 /// A Debian boot to `login:` takes 40–90 s under TCG; leave room for a
 /// loaded CI machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 /// The ramdisk boots in seconds, but the kernel still probes under TCG.
 const RAMDISK_TIMEOUT: Duration = Duration::from_secs(180);
+/// kexec → first heartbeat took 31–77 s under TCG on a 2-core machine at
+/// load 8–12 (kernel, coldplug, DHCP, enrolment); ~15 s on an idle one.
+const MAX_KEXEC_TO_HEARTBEAT: Duration = Duration::from_secs(120);
+/// The fixture's ~0.8 GB of allocated blocks at a few MB/s under TCG.
+const CAPTURE_TIMEOUT: Duration = Duration::from_secs(1200);
+/// The guest's NIC, by which the agent is found at the manager.
+const MAC: &str = "52:54:00:12:34:71";
+/// Heartbeat interval asked of the agent, so the first one is seen soon.
+const HEARTBEAT: &str = "ferry.heartbeat=2";
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -36,8 +71,67 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The test ramdisk: busybox as /init, printing `SWAPPED-IN` and its
-/// command line; it reboots when the command line says `ferry.reboot`.
+/// The static (musl) ferry: `$FERRY_AGENT_BIN`, else the musl build in the
+/// workspace's target directory (`boot/build-agent.sh`).
+fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("FERRY_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-musl/release/ferry")
+}
+
+/// The newest /boot/vmlinuz-*: the kernel whose modules the agent's
+/// initramfs holds.
+fn host_kernel() -> Option<PathBuf> {
+    std::fs::read_dir("/boot")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .max()
+}
+
+/// Why this test cannot run here, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    if !is_root() {
+        return Some("needs root".into());
+    }
+    for tool in [
+        "qemu-system-x86_64",
+        "qemu-img",
+        "cpio",
+        "mkfs.ext4",
+        "e2fsck",
+        "debugfs",
+        "partx",
+        "curl",
+        "zstd",
+    ] {
+        if !have(tool) {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    if !Path::new("/bin/busybox").is_file() {
+        return Some("/bin/busybox is missing (package busybox-static)".into());
+    }
+    if !agent_bin().is_file() {
+        return Some(format!(
+            "no static agent at {} (build it with boot/build-agent.sh)",
+            agent_bin().display()
+        ));
+    }
+    if host_kernel().is_none() {
+        return Some("no /boot/vmlinuz-* (package linux-image-amd64)".into());
+    }
+    None
+}
+
+/// The test ramdisk for the GRUB path: busybox as /init, printing
+/// `SWAPPED-IN` and its command line; it reboots when the command line
+/// says `ferry.reboot`.
 fn test_initramfs(dir: &Path) -> PathBuf {
     let tree = dir.join("initramfs");
     let _ = std::fs::remove_dir_all(&tree);
@@ -56,7 +150,7 @@ fn test_initramfs(dir: &Path) -> PathBuf {
          while :; do /bin/busybox sleep 3600; done\n",
     )
     .expect("writing init");
-    let img = dir.join("initrd.img");
+    let img = dir.join("test-initrd.img");
     ok(Command::new("sh").arg("-c").arg(format!(
         "set -e; cd {t}; chmod 755 init; mknod -m 600 dev/console c 5 1; \
          find . | cpio -o -H newc --quiet | gzip -1 > {img}",
@@ -66,20 +160,46 @@ fn test_initramfs(dir: &Path) -> PathBuf {
     img
 }
 
-/// A small ext4 disk holding the ferry binary and the test initramfs.
-fn payload_disk(dir: &Path, initrd: &Path) -> PathBuf {
+/// The agent's initramfs, with the manager's CA embedded.
+fn agent_initramfs(dir: &Path, mgr: &Manager) -> PathBuf {
+    let ca = std::fs::read_to_string(mgr.file("ca.pem")).expect("the manager's ca.pem");
+    let config = dir.join("agent.json");
+    std::fs::write(&config, serde_json::json!({ "ca_pem": ca }).to_string())
+        .expect("writing agent.json");
+    let img = dir.join("agent-initrd.img");
+    ok(Command::new(ferry_bin())
+        .args(["boot", "initramfs", "--output"])
+        .arg(&img)
+        .arg("--agent")
+        .arg(agent_bin())
+        .arg("--config")
+        .arg(&config));
+    img
+}
+
+/// A small ext4 disk holding the static ferry, the agent's kernel and
+/// initramfs, and the test ramdisk.
+fn payload_disk(dir: &Path, agent_initrd: &Path, test_initrd: &Path) -> PathBuf {
     let files = dir.join("payload");
     let _ = std::fs::remove_dir_all(&files);
     std::fs::create_dir_all(&files).expect("mkdir");
-    std::fs::copy(ferry_bin(), files.join("ferry")).expect("copying ferry");
-    std::fs::copy(initrd, files.join("initrd.img")).expect("copying the initramfs");
+    let kernel = host_kernel().expect("checked in missing_prerequisite");
+    for (from, to) in [
+        (agent_bin(), "ferry"),
+        (kernel, "vmlinuz"),
+        (agent_initrd.to_path_buf(), "agent-initrd.img"),
+        (test_initrd.to_path_buf(), "test-initrd.img"),
+    ] {
+        std::fs::copy(&from, files.join(to))
+            .unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+    }
     let img = dir.join("payload.img");
     let _ = std::fs::remove_file(&img);
     ok(Command::new("mkfs.ext4")
         .args(["-q", "-F", "-L", "payload", "-d"])
         .arg(&files)
         .arg(&img)
-        .arg("128M"));
+        .arg("192M"));
     img
 }
 
@@ -107,21 +227,77 @@ fn shell(vm: &mut Vm, command: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn swap_by_grub_once_then_by_kexec() {
-    require!(is_root(), "swap_by_grub_once_then_by_kexec", "needs root");
-    for tool in ["qemu-system-x86_64", "qemu-img", "cpio", "mkfs.ext4"] {
-        require!(
-            have(tool),
-            "swap_by_grub_once_then_by_kexec",
-            format!("{tool} is not installed")
-        );
-    }
-    require!(
-        Path::new("/bin/busybox").is_file(),
-        "swap_by_grub_once_then_by_kexec",
-        "/bin/busybox is missing (package busybox-static)"
+/// Mounts the payload disk on /mnt (retried: late in boot, udev may still
+/// hold the disk for a moment).
+fn mount_payload(vm: &mut Vm) {
+    let out = shell(
+        vm,
+        "for i in 1 2 3 4 5 6; do mount /dev/vda /mnt && break; sleep 2; done; \
+         test -x /mnt/ferry && echo payload-ok",
     );
+    assert!(out.contains("payload-ok"), "{out}");
+}
+
+/// Verifies `image` in the manager's library, deploys it into a sparse
+/// file and checks its first partition: a clean ext4 (`e2fsck -fn`) whose
+/// /root/ferry-swap-marker holds `marker`.
+fn check_captured_disk(mgr: &Manager, work: &Path, image: &str, marker: &str) {
+    let lib = mgr.library();
+    let verify = run(Command::new(ferry_bin())
+        .arg("--library")
+        .arg(&lib)
+        .args(["image", "verify", image]));
+    assert!(
+        verify.status.success(),
+        "ferry image verify {image}:\n{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // A server image is deployed, not restored: onto a loop device over a
+    // sparse file the size of the VM's disk.
+    let disk = work.join("deployed.img");
+    let _ = std::fs::remove_file(&disk);
+    ok(Command::new("truncate").args(["-s", "2G"]).arg(&disk));
+    let target = Loop::attach(&disk, false, None);
+    ok(Command::new(ferry_bin())
+        .arg("--library")
+        .arg(&lib)
+        .args(["deploy", image, "--json", "--target"])
+        .arg(&target.0));
+    drop(target);
+    let part = ok(Command::new("partx")
+        .args(["-g", "-o", "START,SECTORS", "-n", "1"])
+        .arg(&disk));
+    let nums: Vec<u64> = part
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [start, sectors] = nums[..] else {
+        panic!("partx found no first partition in the deployed disk: {part:?}")
+    };
+    let dev = Loop::attach(&disk, true, Some((start * 512, sectors * 512)));
+    let fsck = run(Command::new("e2fsck").arg("-fn").arg(&dev.0));
+    assert!(
+        fsck.status.success(),
+        "e2fsck -fn on the captured root:\n{}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    let cat = ok(Command::new("debugfs")
+        .args(["-R", "cat /root/ferry-swap-marker"])
+        .arg(&dev.0));
+    assert_eq!(cat.trim(), marker, "the captured disk lacks the marker");
+    drop(dev);
+    let _ = std::fs::remove_file(&disk);
+}
+
+#[test]
+fn swap_to_the_agent_capture_offline_and_boot_back() {
+    const NAME: &str = "swap_to_the_agent_capture_offline_and_boot_back";
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED {NAME}: {why}");
+        return;
+    }
     // debian-ide.img: debian.img with an initramfs made on this very
     // hardware (i440fx, IDE, e1000), the one the boot tests know boots.
     let fixture = debian_ide_fixture();
@@ -135,11 +311,19 @@ fn swap_by_grub_once_then_by_kexec() {
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(fixture.join("debian-ide.img"))
         .arg(&overlay));
-    let initrd = test_initramfs(&work);
-    let payload = payload_disk(&work, &initrd);
+    let mgr = Manager::start();
+    let agent_initrd = agent_initramfs(&work, &mgr);
+    let test_initrd = test_initramfs(&work);
+    let payload = payload_disk(&work, &agent_initrd, &test_initrd);
+    // -cpu max: MTTCG runs the two vCPUs on two host threads either way;
+    // max gives the guest SSE4.1/AVX2 paths for blake3 and LZ4.
+    // $FERRY_TEST_CPU overrides it, to compare.
+    let cpu = std::env::var("FERRY_TEST_CPU").unwrap_or_else(|_| "max".into());
     let args: Vec<String> = [
         "-machine",
         "pc",
+        "-cpu",
+        &cpu,
         "-smp",
         "2",
         "-m",
@@ -147,9 +331,9 @@ fn swap_by_grub_once_then_by_kexec() {
         "-drive",
         &format!("file={},format=qcow2,if=ide,index=0", overlay.display()),
         "-drive",
-        &format!("file={},format=raw,if=ide,index=1", payload.display()),
+        &format!("file={},format=raw,if=virtio", payload.display()),
         "-nic",
-        "user,model=e1000",
+        &format!("user,model=e1000,mac={MAC}"),
         "-display",
         "none",
         "-monitor",
@@ -162,22 +346,177 @@ fn swap_by_grub_once_then_by_kexec() {
     .collect();
     let mut vm = Vm::boot_args(&args, &logs().join("swap.console.log"));
 
-    // Boot 1: Debian. The one-shot GRUB entry, not yet rebooting.
+    // Boot 1: Debian. A marker the capture must hold, then the swap.
     must(vm.wait_for("login:", BOOT_TIMEOUT), "Debian did not boot");
     eprintln!(
         "boot 1 (Debian): login: after {:.0} s",
+        vm.elapsed().as_secs_f64()
+    );
+    let marker = format!("swapped-{}", std::process::id());
+    let out = must(
+        vm.login_and_run(
+            "root",
+            "ferry",
+            &format!(
+                "echo {marker} > /root/ferry-swap-marker; sync; \
+                 cat /proc/sys/kernel/kexec_load_disabled"
+            ),
+        ),
+        "logging in",
+    );
+    assert_eq!(out.lines().last().map(str::trim), Some("0"), "{out}");
+    mount_payload(&mut vm);
+    let at = vm.console().len();
+    vm.type_line(&format!(
+        "/mnt/ferry boot swap --kexec --yes --kernel /mnt/vmlinuz --initrd /mnt/agent-initrd.img \
+         --cmdline 'console=ttyS0,115200 printk.time=1 {HEARTBEAT} {}'",
+        mgr.guest_cmdline()
+    ));
+
+    // Boot 2: the agent, by kexec.
+    let kexec = must(
+        vm.wait_for_after("Linux version", at, RAMDISK_TIMEOUT),
+        "kexec did not start the agent's kernel",
+    );
+    let kexec_at = Instant::now();
+    let c = vm.console();
+    assert!(
+        c[at..kexec].contains("kexec into the agent"),
+        "ferry boot swap did not say it kexecs:\n{}",
+        &c[at..kexec]
+    );
+    assert!(
+        !c[at..kexec].contains("GNU GRUB") && !c[at..kexec].contains("SeaBIOS"),
+        "the firmware or GRUB ran: not a kexec"
+    );
+    let (id, heartbeat_at) = mgr.wait_for_heartbeat(MAC, RAMDISK_TIMEOUT);
+    let to_heartbeat = heartbeat_at - kexec_at;
+    let ready = vm
+        .console()
+        .lines()
+        .find(|l| l.contains("ferry-agent: ready"))
+        .unwrap_or("")
+        .to_string();
+    eprintln!(
+        "boot 2 (agent via kexec): kexec → first heartbeat {:.1} s; {}",
+        to_heartbeat.as_secs_f64(),
+        ready.trim()
+    );
+    assert!(
+        to_heartbeat < MAX_KEXEC_TO_HEARTBEAT,
+        "kexec → first heartbeat took {to_heartbeat:?}"
+    );
+    let (sid, status) = mgr.wait_for_agent(MAC, Duration::from_secs(60));
+    assert_eq!(sid, id);
+    assert_eq!(status["state"], "idle", "{status}");
+    // Disk names follow the kernel's probe order, which can differ from
+    // boot to boot: like an operator, pick the disk by its serial in the
+    // survey. QEMU gives IDE index 0 the serial QM00001.
+    let disks = status["survey"]["disks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let system = disks
+        .iter()
+        .find(|d| d["serial"] == "QM00001")
+        .unwrap_or_else(|| panic!("the agent's survey lacks the disk QM00001: {disks:?}"));
+    assert_eq!(system["size"], 2u64 << 30, "{system}");
+    let dev = format!(
+        "/dev/{}",
+        system["name"].as_str().expect("a surveyed disk has a name")
+    );
+    // The idle agent's memory, before any job (issue 6's bound is
+    // asserted by the boot tests; here it is printed).
+    match vm.wait_for_after("ferry-agent: idle: rss", kexec, Duration::from_secs(120)) {
+        Ok(end) => {
+            let c = vm.console();
+            let line_end = c[end..].find('\n').map_or(c.len(), |i| end + i);
+            eprintln!(
+                "agent after kexec: idle: rss{}",
+                &c[end..line_end].trim_end()
+            );
+        }
+        Err(e) => eprintln!("agent after kexec: no idle RSS line: {e}"),
+    }
+    // The capture, offline: the root file system is not mounted now.
+    let cap = run(mgr.ferry().args([
+        "capture", "--agent", &id, "--name", "swapped", "--disk", &dev,
+    ]));
+    assert!(
+        cap.status.success(),
+        "ferry capture --agent: {}",
+        String::from_utf8_lossy(&cap.stderr)
+    );
+    let job = String::from_utf8_lossy(&cap.stdout).trim().to_string();
+    let started = Instant::now();
+    let j = mgr.wait_for_job(&job, CAPTURE_TIMEOUT);
+    let took = started.elapsed();
+    assert_eq!(
+        j["state"], "finished",
+        "the capture job did not finish: {j}"
+    );
+    // The agent's own figures: bytes read from the disk and wall time, in
+    // the guest.
+    let stats = &j["steps"][0]["result"]["stats"];
+    let (read, secs) = (
+        stats["bytes_read"].as_u64().unwrap_or(0),
+        stats["seconds"].as_f64().unwrap_or(0.0),
+    );
+    eprintln!(
+        "capture of {dev} in the guest: {:.0} MB read in {secs:.0} s = {:.1} MB/s \
+         ({:.0} s from the operator's command to the job's end; {})",
+        read as f64 / 1e6,
+        read as f64 / 1e6 / secs.max(0.001),
+        took.as_secs_f64(),
+        j["steps"][0]["result"]
+    );
+    // The fixture's root holds ~0.8 GB; the partition table area and the
+    // used blocks only, not the whole 2 GiB.
+    assert!(
+        (200_000_000..2_000_000_000).contains(&read) && secs > 0.0,
+        "implausible capture figures: {stats}"
+    );
+    check_captured_disk(&mgr, &work, "swapped", &marker);
+
+    // Back to the server's own OS, through the firmware and GRUB.
+    let at = vm.console().len();
+    let reboot = mgr.create_job(&id, serde_json::json!([{ "action": "reboot" }]));
+    let j = mgr.wait_for_job(&reboot, Duration::from_secs(60));
+    assert_eq!(j["state"], "finished", "the reboot job: {j}");
+    assert_eq!(j["steps"][0]["result"]["done"], true, "{j}");
+
+    // Boot 3: Debian again, with the marker.
+    let back = must(
+        vm.wait_for_after("login:", at, BOOT_TIMEOUT),
+        "the old OS did not come back after the agent's reboot",
+    );
+    assert!(
+        vm.console()[at..back].contains("GNU GRUB") || vm.console()[at..back].contains("Booting"),
+        "the reboot did not go through the firmware and GRUB"
+    );
+    eprintln!(
+        "boot 3 (Debian again): login: after {:.0} s",
         vm.elapsed().as_secs_f64()
     );
     let out = must(
         vm.login_and_run(
             "root",
             "ferry",
-            "mount /dev/sdb /mnt && /mnt/ferry boot swap --grub --kernel $(ls /boot/vmlinuz-* | tail -n 1) \
-             --initrd /mnt/initrd.img --cmdline 'console=ttyS0,115200 ferry.reboot' </dev/null 2>&1; \
-             echo rc=$?; grub-editenv list; ls /boot/ferry; \
-             grep -c \"menuentry 'ferry agent (one-shot)'\" /boot/grub/grub.cfg",
+            "cat /root/ferry-swap-marker; cat /proc/cmdline",
         ),
-        "logging in",
+        "logging in after the agent",
+    );
+    assert!(out.contains(&marker), "{out}");
+    assert!(!out.contains("ferry.server"), "{out}");
+
+    // The GRUB path: a one-shot entry for the test ramdisk.
+    mount_payload(&mut vm);
+    let out = shell(
+        &mut vm,
+        "/mnt/ferry boot swap --grub --kernel $(ls /boot/vmlinuz-* | tail -n 1) \
+         --initrd /mnt/test-initrd.img --cmdline 'console=ttyS0,115200 ferry.reboot' </dev/null 2>&1; \
+         echo rc=$?; grub-editenv list; ls /boot/ferry; \
+         grep -c \"menuentry 'ferry agent (one-shot)'\" /boot/grub/grub.cfg",
     );
     eprintln!("{out}");
     assert!(
@@ -189,35 +528,33 @@ fn swap_by_grub_once_then_by_kexec() {
         out.contains("next_entry=ferry agent (one-shot)"),
         "grubenv has no one-shot entry:\n{out}"
     );
-    assert!(
-        out.contains("initrd.img") && out.contains("vmlinuz"),
-        "{out}"
-    );
     let at = vm.console().len();
     vm.type_line("umount /mnt; reboot");
 
-    // Boot 2: GRUB's one-shot entry, the ramdisk.
+    // Boot 4: GRUB's one-shot entry, the test ramdisk.
     let swapped = must(
         vm.wait_for_after("SWAPPED-IN:", at, BOOT_TIMEOUT),
         "the one-shot entry did not boot the ramdisk",
     );
-    let line_end = vm.console()[swapped..]
-        .find('\n')
-        .map_or(vm.console().len(), |i| swapped + i);
-    let cmdline = vm.console()[swapped..line_end].to_string();
-    assert!(cmdline.contains("ferry.reboot"), "{cmdline}");
+    let c = vm.console();
+    let line_end = c[swapped..].find('\n').map_or(c.len(), |i| swapped + i);
+    assert!(
+        c[swapped..line_end].contains("ferry.reboot"),
+        "{}",
+        &c[swapped..line_end]
+    );
     eprintln!(
-        "boot 2 (ramdisk via GRUB): {:.0} s",
+        "boot 4 (ramdisk via GRUB): {:.0} s",
         vm.elapsed().as_secs_f64()
     );
 
-    // Boot 3: back to Debian by itself, the one-shot entry spent.
+    // Boot 5: Debian by itself, the one-shot entry spent.
     must(
         vm.wait_for_after("login:", swapped, BOOT_TIMEOUT),
         "the old OS did not come back after the one-shot boot",
     );
     eprintln!(
-        "boot 3 (Debian again): login: after {:.0} s",
+        "boot 5 (Debian again): login: after {:.0} s",
         vm.elapsed().as_secs_f64()
     );
     let out = must(
@@ -229,38 +566,4 @@ fn swap_by_grub_once_then_by_kexec() {
         "next_entry not cleared:\n{out}"
     );
     assert!(!out.contains("ferry.reboot"), "{out}");
-
-    // Boot 4: kexec, no firmware and no GRUB in between.
-    let out = shell(&mut vm, "cat /proc/sys/kernel/kexec_load_disabled");
-    assert_eq!(out.lines().last().map(str::trim), Some("0"), "{out}");
-    // Retried: late in boot, udev may still hold the disk for a moment.
-    let out = shell(
-        &mut vm,
-        "for i in 1 2 3 4 5 6; do mount /dev/sdb /mnt && break; sleep 2; done; test -x /mnt/ferry && echo payload-ok",
-    );
-    assert!(out.contains("payload-ok"), "{out}");
-    let at = vm.console().len();
-    vm.type_line(
-        "/mnt/ferry boot swap --kexec --yes --kernel $(ls /boot/vmlinuz-* | tail -n 1) --initrd /mnt/initrd.img \
-         --cmdline 'console=ttyS0,115200 ferry.kexec'",
-    );
-    let swapped = must(
-        vm.wait_for_after("SWAPPED-IN:", at, RAMDISK_TIMEOUT),
-        "kexec did not start the ramdisk",
-    );
-    let c = vm.console();
-    let line_end = c[swapped..].find('\n').map_or(c.len(), |i| swapped + i);
-    assert!(
-        c[swapped..line_end].contains("ferry.kexec"),
-        "{}",
-        &c[swapped..line_end]
-    );
-    assert!(
-        !c[at..swapped].contains("GNU GRUB"),
-        "the firmware or GRUB ran: not a kexec"
-    );
-    eprintln!(
-        "boot 4 (ramdisk via kexec): {:.0} s",
-        vm.elapsed().as_secs_f64()
-    );
 }
