@@ -80,12 +80,6 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`ferry image ls … | head`), as Unix
-    // tools do, instead of panicking in println!.
-    // SAFETY: called before any thread starts; SIG_DFL is a valid handler.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     // A panic in any thread ends the process at once, as `panic = "abort"`
     // does in release builds, also in the unwinding `ci` profile the tests
     // build with (Cargo.toml): no half-updated state survives a panic.
@@ -102,6 +96,18 @@ fn main() -> ExitCode {
     } else {
         Args::parse()
     };
+    // `ferry image ls|cat … | head`: die quietly on the closed pipe, as
+    // Unix tools do, instead of panicking in println!. Every other command
+    // keeps Rust's SIG_IGN: they live on sockets (serve, agent, network
+    // libraries), and rustls writes with writev(2), which has no
+    // MSG_NOSIGNAL, so a peer closing a connection would kill the process
+    // (it killed `ferry serve` mid-deploy) instead of failing one request.
+    if matches!(args.cmd, Cmd::Image(_)) {
+        // SAFETY: no thread has started yet; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     cli::init_logging(args.verbose);
     let result = match args.cmd {
         Cmd::Capture(c) => cli::capture::run(&args.library, c),

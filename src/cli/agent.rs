@@ -57,15 +57,6 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 /// Runs `ferry agent`.
 pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
-    // main() restores SIGPIPE's default (death) for pipelines; the agent
-    // lives on sockets, and rustls writes records with writev(2), which
-    // has no MSG_NOSIGNAL: a manager closing a connection mid-upload
-    // killed the agent in the middle of a capture. Here a closed peer
-    // must be an EPIPE error that the client's retries handle.
-    // SAFETY: SIG_IGN is a valid disposition; no handler runs.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
     if std::process::id() == 1 && !a.no_pid1 {
         let mut child = std::process::Command::new("/proc/self/exe");
         child.arg0("ferry").args(["agent", "--pid1"]);
