@@ -21,6 +21,8 @@
 //! virtio-net), and BIOS with virtio on a smaller disk (the root is
 //! repopulated file by file into a fresh ext4 with the same UUID). Each
 //! boot is logged under `$FERRY_TEST_WORK` (default `/var/tmp/ferry-e2e`).
+//!
+//! They run only with `FERRY_E2E=1` (for now: see README).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -43,6 +45,12 @@ fn work() -> PathBuf {
 fn lab() -> Option<&'static Lab> {
     static LAB: OnceLock<Option<Lab>> = OnceLock::new();
     LAB.get_or_init(|| {
+        // Not yet in CI's `./run test`: these boots have not passed on a
+        // CI-like run yet (see README, "End-to-end migrations").
+        if std::env::var_os("FERRY_E2E").is_none_or(|v| v.is_empty()) {
+            eprintln!("e2e: not run: set FERRY_E2E=1 to boot the migrations (about 25 minutes)");
+            return None;
+        }
         if let Some(why) = lab::missing_prerequisite() {
             eprintln!("e2e: cannot run: {why}");
             return None;
