@@ -610,7 +610,6 @@ mod tests {
             survey: None,
             first_boot: None,
             updated_ms: 0,
-            first_boot: None,
         }
     }
 
