@@ -60,6 +60,7 @@ pub fn missing_prerequisite() -> Option<String> {
         ("mcopy", "mtools"),
         ("mkfs.fat", "dosfstools"),
         ("zstd", "zstd"),
+        ("cpio", "cpio"),
         ("curl", "curl"),
     ] {
         if !has_command(tool) {

@@ -25,9 +25,10 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use ferry_tests::lab::{agent_bin, missing_prerequisite};
 use ferry_tests::manager::Manager;
 use ferry_tests::qemu::{Machine, Vm};
-use ferry_tests::{ferry_bin, is_root, ok, run};
+use ferry_tests::{ferry_bin, ok, run};
 
 /// Kernel start to `ready` is ~10 s under TCG; the firmware, grub and the
 /// ramdisk's load come before it. Leave room for a loaded CI machine.
@@ -65,68 +66,6 @@ fn logs() -> PathBuf {
     );
     std::fs::create_dir_all(&d).expect("log dir");
     d
-}
-
-/// Why the media cannot be built here, if they cannot.
-fn missing_prerequisite() -> Option<String> {
-    if !is_root() {
-        return Some("needs root".into());
-    }
-    for (tool, pkg) in [
-        ("xorriso", "xorriso"),
-        ("grub-mkimage", "grub-common"),
-        ("mcopy", "mtools"),
-        ("mkfs.fat", "dosfstools"),
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("zstd", "zstd"),
-        ("cpio", "cpio"),
-    ] {
-        if Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .map(|o| !o.status.success())
-            .unwrap_or(true)
-        {
-            return Some(format!("{tool} is not installed (package {pkg})"));
-        }
-    }
-    for (p, pkg) in [
-        ("/bin/busybox", "busybox-static"),
-        ("/usr/lib/grub/i386-pc/boot_hybrid.img", "grub-pc-bin"),
-        ("/usr/lib/grub/x86_64-efi/linux.mod", "grub-efi-amd64-bin"),
-        ("/usr/share/OVMF/OVMF_CODE.fd", "ovmf"),
-        ("/usr/lib/ipxe/qemu/efi-e1000.rom", "ipxe-qemu"),
-    ] {
-        if !Path::new(p).exists() {
-            return Some(format!("{p} is missing (package {pkg})"));
-        }
-    }
-    if !agent_bin().is_file() {
-        return Some(format!(
-            "no static agent at {} (build it with boot/build-agent.sh)",
-            agent_bin().display()
-        ));
-    }
-    let has_kernel = std::fs::read_dir("/boot")
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .unwrap_or(false);
-    if !has_kernel {
-        return Some("no /boot/vmlinuz-* (package linux-image-amd64)".into());
-    }
-    None
-}
-
-/// The static (musl) ferry: `$FERRY_AGENT_BIN`, else the musl build in the
-/// workspace's target directory.
-fn agent_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERRY_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-musl/release/ferry")
 }
 
 fn boot_cmd() -> Command {
