@@ -47,6 +47,20 @@ fn has_command(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The newest kernel in /boot (Debian's linux-image-amd64), which `ferry
+/// boot` uses by default.
+pub fn host_kernel() -> Option<PathBuf> {
+    std::fs::read_dir("/boot")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .max()
+}
+
 /// Why the lab cannot run here, if it cannot: root, QEMU, OVMF, iPXE, the
 /// tools the boot media need, a kernel in /boot and the static agent.
 pub fn missing_prerequisite() -> Option<String> {
@@ -84,11 +98,7 @@ pub fn missing_prerequisite() -> Option<String> {
             agent_bin().display()
         ));
     }
-    let has_kernel = std::fs::read_dir("/boot").is_ok_and(|d| {
-        d.flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-"))
-    });
-    if !has_kernel {
+    if host_kernel().is_none() {
         return Some("no /boot/vmlinuz-* (package linux-image-amd64)".into());
     }
     None

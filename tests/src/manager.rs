@@ -224,19 +224,28 @@ impl Manager {
         }
     }
 
+    /// The ids of the agents whose identity lists `mac`.
+    pub fn agents_with_mac(&self, mac: &str) -> Vec<String> {
+        self.agents()
+            .iter()
+            .filter(|a| {
+                a["identity"]["macs"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|v| v.as_str() == Some(mac)))
+            })
+            .filter_map(|a| a["id"].as_str().map(str::to_string))
+            .collect()
+    }
+
     /// Polls (every 250 ms) until an agent whose identity lists `mac` has
     /// written a heartbeat; returns its id and when the heartbeat was
     /// first seen. Panics after `timeout`.
     pub fn wait_for_heartbeat(&self, mac: &str, timeout: Duration) -> (String, Instant) {
         let start = Instant::now();
         loop {
-            for a in self.agents() {
-                let has_mac = a["identity"]["macs"]
-                    .as_array()
-                    .is_some_and(|m| m.iter().any(|v| v.as_str() == Some(mac)));
-                let Some(id) = a["id"].as_str() else { continue };
-                if has_mac && self.mailbox_file(id, "heartbeat.json").is_some() {
-                    return (id.to_string(), Instant::now());
+            for id in self.agents_with_mac(mac) {
+                if self.mailbox_file(&id, "heartbeat.json").is_some() {
+                    return (id, Instant::now());
                 }
             }
             assert!(
@@ -253,16 +262,10 @@ impl Manager {
     pub fn wait_for_agent(&self, mac: &str, timeout: Duration) -> (String, serde_json::Value) {
         let start = Instant::now();
         loop {
-            for a in self.agents() {
-                let has_mac = a["identity"]["macs"]
-                    .as_array()
-                    .is_some_and(|m| m.iter().any(|v| v.as_str() == Some(mac)));
-                let Some(id) = a["id"].as_str() else { continue };
-                if has_mac {
-                    if let Some(st) = self.mailbox_file(id, "status.json") {
-                        if st.get("survey").is_some() {
-                            return (id.to_string(), st);
-                        }
+            for id in self.agents_with_mac(mac) {
+                if let Some(st) = self.mailbox_file(&id, "status.json") {
+                    if st.get("survey").is_some() {
+                        return (id, st);
                     }
                 }
             }

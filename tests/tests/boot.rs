@@ -25,7 +25,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use ferry_tests::lab::{agent_bin, missing_prerequisite};
+use ferry_tests::lab::{agent_bin, host_kernel, missing_prerequisite};
 use ferry_tests::manager::Manager;
 use ferry_tests::qemu::{Machine, Vm};
 use ferry_tests::{ferry_bin, ok, run};
@@ -114,16 +114,7 @@ fn media() -> &'static Media {
             .arg("--initrd")
             .arg(&initrd)
             .args(["--cmdline", CMDLINE]));
-        let kernel = std::fs::read_dir("/boot")
-            .expect("/boot")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-            })
-            .max()
-            .expect("a kernel");
+        let kernel = host_kernel().expect("a kernel in /boot");
         Media {
             dir,
             initrd,

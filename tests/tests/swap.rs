@@ -45,6 +45,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferry_tests::lab::{agent_bin, host_kernel};
 use ferry_tests::manager::Manager;
 use ferry_tests::qemu::Vm;
 use ferry_tests::{debian_ide_fixture, ferry_bin, is_root, ok, run, Loop};
@@ -69,29 +70,6 @@ fn have(tool: &str) -> bool {
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-/// The static (musl) ferry: `$FERRY_AGENT_BIN`, else the musl build in the
-/// workspace's target directory (`boot/build-agent.sh`).
-fn agent_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("FERRY_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-musl/release/ferry")
-}
-
-/// The newest /boot/vmlinuz-*: the kernel whose modules the agent's
-/// initramfs holds.
-fn host_kernel() -> Option<PathBuf> {
-    std::fs::read_dir("/boot")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .max()
 }
 
 /// Why this test cannot run here, if it cannot.

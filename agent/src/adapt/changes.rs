@@ -234,6 +234,19 @@ impl Changes {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode))
                 .map_err(|e| io_err("setting the mode of", &path, e))?;
         }
+        self.record_written(rel, reason, edits, backup);
+        Ok(true)
+    }
+
+    /// Records that `rel` was written: modified if a backup of its old
+    /// content was kept, else created.
+    fn record_written(
+        &mut self,
+        rel: &str,
+        reason: &str,
+        edits: Vec<Edit>,
+        backup: Option<String>,
+    ) {
         self.applied.push(Change {
             path: format!("/{}", rel.trim_start_matches('/')),
             action: if backup.is_some() {
@@ -245,7 +258,6 @@ impl Changes {
             edits,
             backup,
         });
-        Ok(true)
     }
 
     /// Makes `rel` a symbolic link to `target` unless it already is one;
@@ -273,17 +285,7 @@ impl Changes {
             fs::remove_file(&path).map_err(|e| io_err("replacing", &path, e))?;
         }
         std::os::unix::fs::symlink(target, &path).map_err(|e| io_err("creating", &path, e))?;
-        self.applied.push(Change {
-            path: format!("/{}", rel.trim_start_matches('/')),
-            action: if backup.is_some() {
-                Action::Modified
-            } else {
-                Action::Created
-            },
-            reason: reason.to_string(),
-            edits: Vec::new(),
-            backup,
-        });
+        self.record_written(rel, reason, Vec::new(), backup);
         Ok(true)
     }
 
