@@ -93,8 +93,9 @@ pub struct PartitionReport {
     pub bytes_written: u64,
     /// Bytes of a block stream already on the disk, not rewritten.
     pub bytes_seeded: u64,
-    /// Stored (compressed) bytes of a block stream read from the library:
-    /// what crossed the network from a remote library.
+    /// Stored (compressed) bytes read from the library, for a block
+    /// stream or a file tree: what crossed the network from a remote
+    /// library.
     pub bytes_fetched: u64,
     /// The read-only check of its file system, when it has one.
     pub fsck: Option<FsckReport>,
@@ -409,11 +410,13 @@ impl DiskCtx<'_> {
                     step.source.unwrap_or(step.number)
                 });
                 let reader = StreamReader::open(Arc::clone(self.lib), stream, &name)?;
+                let fetched = reader.fetched();
                 let tree = Ext4Tree::from_reader(&name, Box::new(reader), 0, None)?;
                 let mount = mount_temp(dev, kind)?;
                 let st = populate_from_ext4(&tree, mount.path(), self.progress)?;
                 mount.unmount()?;
                 rep.bytes_written = st.bytes_written;
+                rep.bytes_fetched = fetched.load(std::sync::atomic::Ordering::Relaxed);
             }
             Method::Swap | Method::NewEsp => {
                 (self.log)(&format!(

@@ -100,7 +100,7 @@ pub struct InitramfsReport {
     /// Module-list patterns that matched nothing.
     pub unmatched_patterns: Vec<String>,
     /// Uncompressed content by part (`modules`, `agent`, `busybox`,
-    /// `programs`, `libraries`), in bytes.
+    /// `programs`, `libraries`, `data`), in bytes.
     pub parts: BTreeMap<String, u64>,
     /// The cpio's size.
     pub cpio_bytes: u64,
@@ -208,6 +208,7 @@ pub fn assemble(opts: &InitramfsOptions) -> Result<(Archive, InitramfsReport), B
     let mut skipped = Vec::new();
     let mut libs = std::collections::BTreeSet::new();
     let mut prog_bytes = 0u64;
+    let mut data_bytes = 0u64;
     for line in opts.binaries.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -221,6 +222,18 @@ pub fn assemble(opts: &InitramfsOptions) -> Result<(Archive, InitramfsReport), B
             Some(p) => (true, p.trim()),
             None => (false, line),
         };
+        if let Some(dir) = path.strip_suffix("/*") {
+            match add_data_files(&mut a, &opts.host_root, dir)? {
+                Some(n) => data_bytes += n,
+                None if optional => skipped.push(path.to_string()),
+                None => {
+                    return Err(BootError::MissingProgram {
+                        path: opts.host_root.join(dir.trim_start_matches('/')),
+                    })
+                }
+            }
+            continue;
+        }
         let host = opts.host_root.join(path.trim_start_matches('/'));
         if !host.exists() {
             if optional {
@@ -230,12 +243,20 @@ pub fn assemble(opts: &InitramfsOptions) -> Result<(Archive, InitramfsReport), B
             return Err(BootError::MissingProgram { path: host });
         }
         let data = read(&host)?;
+        if !data.starts_with(b"\x7fELF") {
+            // A data file (a configuration or a cache): as it is.
+            let mode = file_mode(&host)?;
+            data_bytes += data.len() as u64;
+            a.file(&ramdisk_path(Path::new(path)), data, mode);
+            continue;
+        }
         prog_bytes += data.len() as u64;
         a.file(&ramdisk_path(Path::new(path)), data, 0o755);
         libs.extend(elf_deps::closure(&opts.host_root, Path::new(path)).map_err(BootError::Elf)?);
         programs.push(path.to_string());
     }
     parts.insert("programs".into(), prog_bytes);
+    parts.insert("data".into(), data_bytes);
     let mut lib_bytes = 0u64;
     for lib in &libs {
         let host = opts.host_root.join(lib.strip_prefix("/").unwrap_or(lib));
@@ -280,6 +301,47 @@ pub fn assemble(opts: &InitramfsOptions) -> Result<(Archive, InitramfsReport), B
         compressed_bytes: 0,
     };
     Ok((a, report))
+}
+
+/// Copies the regular files directly inside the host directory `dir`
+/// (not its subdirectories) into the ramdisk at the same place, keeping
+/// their permission bits: data such as GRUB's module directories, which
+/// are not programs and get no library closure. `None` when the host has
+/// no such directory.
+fn add_data_files(a: &mut Archive, host_root: &Path, dir: &str) -> Result<Option<u64>, BootError> {
+    let host = host_root.join(dir.trim_start_matches('/'));
+    if !host.is_dir() {
+        return Ok(None);
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(&host)
+        .map_err(BootError::io("listing", &host))?
+        .flatten()
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    let inside = ramdisk_path(Path::new(dir));
+    a.dir(&inside, 0o755);
+    let mut bytes = 0u64;
+    for e in entries {
+        let path = e.path();
+        if !path.is_file() {
+            continue;
+        }
+        let data = read(&path)?;
+        bytes += data.len() as u64;
+        let mode = file_mode(&path)?;
+        a.file(
+            &format!("{inside}/{}", e.file_name().to_string_lossy()),
+            data,
+            mode,
+        );
+    }
+    Ok(Some(bytes))
+}
+
+/// A host file's permission bits.
+fn file_mode(path: &Path) -> Result<u32, BootError> {
+    let meta = std::fs::metadata(path).map_err(BootError::io("reading", path))?;
+    Ok(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777)
 }
 
 fn add_tree(a: &mut Archive, dir: &Path, prefix: &str, bytes: &mut u64) -> Result<(), BootError> {

@@ -26,6 +26,7 @@
 //! shared for the reader's lifetime, so `gc` cannot remove a pack under it.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::chunk::ChunkId;
@@ -52,6 +53,10 @@ pub struct StreamReader {
     /// Names the stream in messages (`web01 disk 0`).
     name: String,
     cache: Mutex<Lru>,
+    /// Stored bytes read from the library so far (cache misses, each
+    /// counted every time it is read: what crossed the network from a
+    /// remote library).
+    fetched: Arc<AtomicU64>,
     /// The shared library lock, held while the reader exists (a mutex only
     /// to make the reader `Sync`; never locked).
     _lock: Mutex<LockGuard>,
@@ -123,6 +128,7 @@ impl StreamReader {
             starts,
             name: name.into(),
             cache: Mutex::new(Lru::new(DEFAULT_CACHE_CHUNKS)),
+            fetched: Arc::new(AtomicU64::new(0)),
             _lock: Mutex::new(lock),
         })
     }
@@ -134,6 +140,12 @@ impl StreamReader {
             cache: Mutex::new(Lru::new(chunks.max(1))),
             ..self
         }
+    }
+
+    /// A live count of the stored bytes this reader has read from the
+    /// library, which stays readable after the reader is handed away.
+    pub fn fetched(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.fetched)
     }
 
     /// The stream's name in messages.
@@ -229,6 +241,8 @@ impl StreamReader {
             image: self.name.clone(),
         })?;
         let data = Arc::new(self.lib.read_chunk(&self.index, loc)?.into_data());
+        self.fetched
+            .fetch_add(loc.entry.record_len() as u64, Ordering::Relaxed);
         self.lru().put(id, Arc::clone(&data));
         Ok(data)
     }
@@ -389,6 +403,45 @@ mod tests {
         let mut whole = vec![0u8; data.len()];
         r.read_at(0, &mut whole).expect("whole");
         assert!(whole == data);
+    }
+
+    #[test]
+    fn fetched_counts_every_library_read_and_no_cache_hit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = source(9);
+        let (lib, r) = stored(dir.path(), &data);
+        let fetched = r.fetched();
+        let index = lib.load_index().expect("index");
+        // Stored bytes of the distinct chunks: one whole read fetches each
+        // once (a repeated chunk is decoded once and served from the cache).
+        let mut ids: Vec<ChunkId> = r
+            .list
+            .extents()
+            .iter()
+            .filter_map(|e| match e {
+                Extent::Chunk { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let stored: u64 = ids
+            .iter()
+            .map(|id| index.get(id).expect("indexed").entry.record_len() as u64)
+            .sum();
+        let mut whole = vec![0u8; data.len()];
+        r.read_at(0, &mut whole).expect("whole");
+        assert_eq!(fetched.load(Ordering::Relaxed), stored);
+        // The last chunk again: a cache hit costs nothing.
+        let mut b = [0u8; 16];
+        r.read_at(data.len() as u64 - 16, &mut b).expect("tail");
+        assert_eq!(fetched.load(Ordering::Relaxed), stored);
+        drop(r);
+        assert_eq!(
+            fetched.load(Ordering::Relaxed),
+            stored,
+            "readable after the reader"
+        );
     }
 
     #[test]

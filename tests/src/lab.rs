@@ -241,6 +241,10 @@ impl Hardware {
                 self.nic, self.mac
             ),
         );
+        push(
+            "-qmp",
+            format!("unix:{},server=on,wait=off", lab.qmp(&self.name).display()),
+        );
         for x in ["-display", "none", "-monitor", "none", "-serial", "stdio"] {
             a.push(x.to_string());
         }
@@ -370,6 +374,72 @@ impl Lab {
     /// mailbox id.
     pub fn wait_for_agent(&self, hw: &Hardware, timeout: Duration) -> String {
         self.mgr.wait_for_agent(&hw.mac, timeout).0
+    }
+
+    /// Waits for an agent on `hw` that is none of `known` (the mailboxes
+    /// of its earlier boots) to report its survey, idle; returns its id.
+    pub fn wait_for_new_agent(&self, hw: &Hardware, known: &[String], timeout: Duration) -> String {
+        let t = Instant::now();
+        loop {
+            for id in self.mgr.agents_with_mac(&hw.mac) {
+                if known.contains(&id) {
+                    continue;
+                }
+                if self
+                    .status(&id)
+                    .is_some_and(|s| s.get("survey").is_some() && s["state"] == "idle")
+                {
+                    return id;
+                }
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "{}: no new agent (besides {known:?}) within {timeout:?}",
+                hw.name
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// The QMP socket of machine `name`.
+    fn qmp(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.qmp"))
+    }
+
+    /// Plugs (`up`) or pulls the network cable of the running machine
+    /// `hw`, through QEMU's QMP `set_link`: the guest sees its link go
+    /// down and every packet is lost until it comes back.
+    pub fn set_link(&self, hw: &Hardware, up: bool) {
+        use std::io::{BufRead, BufReader, Write};
+        let path = self.qmp(&hw.name);
+        let sock = std::os::unix::net::UnixStream::connect(&path)
+            .unwrap_or_else(|e| panic!("connecting to QMP at {}: {e}", path.display()));
+        sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let mut reader = BufReader::new(sock.try_clone().expect("QMP socket"));
+        let mut w = sock;
+        let mut line = String::new();
+        let mut answer = |w: &mut std::os::unix::net::UnixStream, cmd: &str| -> String {
+            writeln!(w, "{cmd}").expect("writing to QMP");
+            loop {
+                line.clear();
+                reader.read_line(&mut line).expect("reading QMP");
+                // Events come in between; the answer is `return` or `error`.
+                if line.contains("\"return\"") || line.contains("\"error\"") || line.is_empty() {
+                    return line.clone();
+                }
+            }
+        };
+        let _greeting = answer(&mut w, r#"{"execute":"qmp_capabilities"}"#);
+        let r = answer(
+            &mut w,
+            &format!(r#"{{"execute":"set_link","arguments":{{"name":"n0","up":{up}}}}}"#),
+        );
+        assert!(r.contains("\"return\""), "QMP set_link: {r}");
+        eprintln!(
+            "lab: {}: network cable {}",
+            hw.name,
+            if up { "plugged in" } else { "pulled" }
+        );
     }
 
     /// Runs an operator command that starts a job (`capture --agent ...`,
@@ -511,9 +581,35 @@ impl Lab {
     /// --adapt --reboot`, waits for the migrated OS to reach `login:` and
     /// for its first-boot report in the agent's mailbox.
     pub fn migrate(&self, image: &str, hw: &Hardware, disk: &Path) -> Migration {
-        let mut vm = self.boot(hw, disk, BootFrom::DiskThenPxe, &hw.name);
+        self.deploy_with(
+            image,
+            hw,
+            disk,
+            BootFrom::DiskThenPxe,
+            &[],
+            &hw.name,
+            |_| {},
+        )
+    }
+
+    /// As [`Lab::migrate`], with the machine booted `from` (PXE first for
+    /// a disk that already boots), an agent that is none of `known` (the
+    /// machine's earlier mailboxes), the console in `<log>.console.log`,
+    /// and `during(agent)` run beside the deploy job (to disturb it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn deploy_with(
+        &self,
+        image: &str,
+        hw: &Hardware,
+        disk: &Path,
+        from: BootFrom,
+        known: &[String],
+        log: &str,
+        during: impl FnOnce(&str) + Send,
+    ) -> Migration {
+        let mut vm = self.boot(hw, disk, from, log);
         let t = Instant::now();
-        let agent = self.wait_for_agent(hw, AGENT_TIMEOUT);
+        let agent = self.wait_for_new_agent(hw, known, AGENT_TIMEOUT);
         let agent_after = t.elapsed();
         eprintln!(
             "lab: {}: agent {agent} reported by PXE {:.0} s after power-on",
@@ -521,7 +617,7 @@ impl Lab {
             agent_after.as_secs_f64()
         );
         let firmware = if hw.uefi { "uefi" } else { "bios" };
-        let job = self.job(&[
+        let args = [
             "deploy",
             image,
             "--agent",
@@ -532,7 +628,15 @@ impl Lab {
             firmware,
             "--adapt",
             "--reboot",
-        ]);
+        ];
+        let job = std::thread::scope(|s| {
+            let beside = s.spawn(|| during(&agent));
+            let job = self.job(&args);
+            if let Err(e) = beside.join() {
+                std::panic::resume_unwind(e);
+            }
+            job
+        });
         let deploy = job.result(0)["deploy"].clone();
         let adapt = job.result(0)["adapt"].clone();
         eprintln!(
@@ -541,6 +645,13 @@ impl Lab {
             job.elapsed.as_secs_f64(),
             deploy_sum(&deploy, "bytes_written") >> 20,
             deploy_sum(&deploy, "bytes_fetched") >> 20
+        );
+        eprintln!(
+            "lab: {}: boot loader: {}",
+            hw.name,
+            adapt["bootloader"]["how"]
+                .as_str()
+                .unwrap_or("(none reported)")
         );
         let from = vm.console().len();
         let t = Instant::now();

@@ -254,6 +254,80 @@ fn initramfs_holds_the_agent_tools_and_chosen_modules() {
     assert!(std::fs::read(&again).expect("again") == std::fs::read(&m.initrd).expect("initrd"));
 }
 
+/// The ramdisk's GRUB tools run from the ramdisk itself (their libraries
+/// came along): adapt builds a UEFI loader with them when the target OS
+/// has only BIOS GRUB, and makes the ESP's directories with `mmd`.
+#[test]
+fn initramfs_grub_tools_build_an_efi_loader_inside_the_ramdisk() {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED initramfs_grub_tools_build_an_efi_loader_inside_the_ramdisk: {why}");
+        return;
+    }
+    let m = media();
+    let root = tempfile::tempdir().expect("tempdir");
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && zstd -dc {} | cpio -id --quiet",
+        root.path().display(),
+        m.initrd.display()
+    )));
+    for want in [
+        "usr/lib/grub/x86_64-efi/kernel.img",
+        "usr/lib/grub/x86_64-efi/part_gpt.mod",
+        "usr/lib/grub/i386-pc/boot.img",
+        "usr/lib/grub/i386-pc/ext2.mod",
+    ] {
+        assert!(
+            root.path().join(want).is_file(),
+            "{want} missing from the ramdisk"
+        );
+    }
+    assert!(
+        !root
+            .path()
+            .join("usr/lib/grub/x86_64-efi/monolithic")
+            .exists(),
+        "the signed monolithic images went in"
+    );
+    // Inside the ramdisk, as the agent runs it: only the ramdisk's files.
+    ok(Command::new("chroot").arg(root.path()).args([
+        "/usr/bin/grub-mkimage",
+        "-O",
+        "x86_64-efi",
+        "-d",
+        "/usr/lib/grub/x86_64-efi",
+        "-p",
+        "/boot/grub",
+        "-o",
+        "/tmp/grubx64.efi",
+        "part_gpt",
+        "fat",
+        "ext2",
+        "search_fs_uuid",
+        "normal",
+        "linux",
+    ]));
+    let efi = std::fs::read(root.path().join("tmp/grubx64.efi")).expect("grubx64.efi");
+    assert!(efi.starts_with(b"MZ"), "grub-mkimage wrote no PE image");
+    let fat = root.path().join("tmp/esp.img");
+    ok(Command::new("mkfs.fat")
+        .args(["-C", "-F", "32"])
+        .arg(&fat)
+        .arg("65536"));
+    ok(Command::new("chroot").arg(root.path()).args([
+        "/usr/bin/mmd",
+        "-i",
+        "/tmp/esp.img",
+        "::/EFI",
+        "::/EFI/BOOT",
+    ]));
+    let out = run(Command::new("fsck.fat").arg("-n").arg(&fat));
+    assert!(
+        out.status.success(),
+        "fsck.fat -n after the ramdisk's mmd:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 #[test]
 fn iso_efi_image_is_fsck_clean_and_pxe_dir_is_complete() {
     if let Some(why) = missing_prerequisite() {

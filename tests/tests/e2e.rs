@@ -22,22 +22,38 @@
 //! repopulated file by file into a fresh ext4 with the same UUID). Each
 //! boot is logged under `$FERRY_TEST_WORK` (default `/var/tmp/ferry-e2e`).
 //!
-//! They run only with `FERRY_E2E=1` (for now: see README).
+//! **What runs when** (`$FERRY_E2E`):
+//! - unset (as in `./run test` and CI): the two migrations above, side by
+//!   side (one TCG guest per core) after the one shared capture;
+//! - `full`: the whole matrix, which adds the tests marked *full* below;
+//! - `0`: none (for a quick local run).
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use ferry_tests::lab::{self, blank_disk, deploy_sum, DiskBus, Hardware, Lab, Migration};
 use ferry_tests::{debian_ide_fixture, ok};
 
 const GIB: u64 = 1 << 30;
 
-/// One VM at a time: the machine has two cores.
-static VMS: Mutex<()> = Mutex::new(());
-
 fn work() -> PathBuf {
     PathBuf::from(std::env::var("FERRY_TEST_WORK").unwrap_or_else(|_| "/var/tmp/ferry-e2e".into()))
+}
+
+/// `$FERRY_E2E`: `0` runs nothing, `full` the whole matrix.
+fn mode() -> String {
+    std::env::var("FERRY_E2E").unwrap_or_default()
+}
+
+/// Whether the tests marked *full* run (`FERRY_E2E=full`); says so when
+/// they do not.
+fn full(test: &str) -> bool {
+    let on = mode() == "full";
+    if !on {
+        eprintln!("SKIPPED {test}: part of the full matrix (FERRY_E2E=full)");
+    }
+    on
 }
 
 /// The lab, started once per test run; `None` (with the reason printed)
@@ -45,10 +61,8 @@ fn work() -> PathBuf {
 fn lab() -> Option<&'static Lab> {
     static LAB: OnceLock<Option<Lab>> = OnceLock::new();
     LAB.get_or_init(|| {
-        // Not yet in CI's `./run test`: these boots have not passed on a
-        // CI-like run yet (see README, "End-to-end migrations").
-        if std::env::var_os("FERRY_E2E").is_none_or(|v| v.is_empty()) {
-            eprintln!("e2e: not run: set FERRY_E2E=1 to boot the migrations (about 25 minutes)");
+        if mode() == "0" {
+            eprintln!("e2e: not run: FERRY_E2E=0");
             return None;
         }
         if let Some(why) = lab::missing_prerequisite() {
@@ -63,7 +77,8 @@ fn lab() -> Option<&'static Lab> {
 /// The captured source image's name, and the source disk's size.
 const SOURCE_IMAGE: &str = "e2e-source";
 
-/// Captures the source offline once per test run; returns its disk size.
+/// Captures the source offline once per test run (a test that needs it
+/// while another captures waits); returns its disk size.
 fn source(lab: &Lab) -> u64 {
     static SOURCE: OnceLock<u64> = OnceLock::new();
     *SOURCE.get_or_init(|| {
@@ -74,10 +89,7 @@ fn source(lab: &Lab) -> u64 {
             .arg(&fixture)
             .arg(&disk));
         let disk_size = std::fs::metadata(&disk).expect("source disk").len();
-        let c = {
-            let _one = VMS.lock().unwrap_or_else(|e| e.into_inner());
-            lab.capture_offline(&lab::source_hardware(), &disk, SOURCE_IMAGE)
-        };
+        let c = lab.capture_offline(&lab::source_hardware(), &disk, SOURCE_IMAGE);
         eprintln!(
             "e2e: offline capture: read {} MiB of a {} MiB disk, stored {} MiB, in {:.0} s ({:.1} MiB/s in the guest)",
             c.bytes_read >> 20,
@@ -103,7 +115,6 @@ fn source(lab: &Lab) -> u64 {
 fn migrate(lab: &Lab, hw: &Hardware, size: u64, check: &str) -> (Migration, String) {
     source(lab);
     let disk = blank_disk(&lab.dir.join(format!("{}.img", hw.name)), size);
-    let _one = VMS.lock().unwrap_or_else(|e| e.into_inner());
     let mut m = lab.migrate(SOURCE_IMAGE, hw, &disk);
     let out =
         m.vm.login_and_run("root", "ferry", check)
@@ -155,6 +166,19 @@ fn bios_ide_to_uefi_nvme_bigger_disk_by_pxe() {
         "root not grown: {root_size} bytes:\n{check}"
     );
     assert!(deploy_sum(&m.deploy, "bytes_fetched") > 0, "{:#}", m.deploy);
+    // The agent ran on the target itself: the firmware got a boot entry
+    // for the migrated OS (kept in the machine's NVRAM file).
+    let how = m.adapt["bootloader"]["how"].as_str().unwrap_or("");
+    assert!(how.contains("NVRAM entry \"debian\" added"), "{how}");
+    let nvram = std::fs::read(lab.dir.join(format!("{}.vars.fd", hw.name))).expect("NVRAM");
+    let loader: Vec<u8> = "\\EFI\\debian\\grubx64.efi"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    assert!(
+        nvram.windows(loader.len()).any(|w| w == loader.as_slice()),
+        "no boot entry for \\EFI\\debian\\grubx64.efi in the NVRAM"
+    );
 }
 
 #[test]
@@ -163,15 +187,7 @@ fn bios_ide_to_virtio_smaller_disk_file_tree() {
         eprintln!("SKIPPED bios_ide_to_virtio_smaller_disk_file_tree");
         return;
     };
-    let hw = Hardware {
-        name: "bios-virtio-small".into(),
-        uefi: false,
-        machine: "pc",
-        bus: DiskBus::Virtio,
-        nic: "e1000e",
-        mac: "52:54:00:e2:e0:03".into(),
-        memory_mib: 1024,
-    };
+    let hw = bios_target("bios-virtio-small", "pc", DiskBus::Virtio, "e1000e", 3);
     let (m, check) = migrate(
         lab,
         &hw,
@@ -191,4 +207,259 @@ fn bios_ide_to_virtio_smaller_disk_file_tree() {
         methods.contains(r#""method":"tree""#),
         "not a file-tree deploy: {methods}"
     );
+    // The files' chunks crossed the network: at least the root's stored
+    // data, the same order as a block deploy fetches.
+    let fetched = deploy_sum(&m.deploy, "bytes_fetched");
+    assert!(fetched > 100 << 20, "fetched {fetched}: {:#}", m.deploy);
+}
+
+/// For a test of the full matrix: the lab and the captured source's disk
+/// size, or `None` (said why) when the test does not run.
+fn full_lab(test: &str) -> Option<(&'static Lab, u64)> {
+    if !full(test) {
+        return None;
+    }
+    let Some(lab) = lab() else {
+        eprintln!("SKIPPED {test}");
+        return None;
+    };
+    Some((lab, source(lab)))
+}
+
+/// A BIOS machine of the lab, its MAC ending in `n`.
+fn bios_target(
+    name: &str,
+    machine: &'static str,
+    bus: DiskBus,
+    nic: &'static str,
+    n: u8,
+) -> Hardware {
+    Hardware {
+        name: name.into(),
+        uefi: false,
+        machine,
+        bus,
+        nic,
+        mac: format!("52:54:00:e2:e0:{n:02x}"),
+        memory_mib: 1024,
+    }
+}
+
+/// The changed source's image (child of [`SOURCE_IMAGE`]).
+const CHANGED_IMAGE: &str = "e2e-source-changed";
+/// What the change adds to the source: incompressible, so every byte of it
+/// must travel.
+const CHANGE_MIB: u64 = 32;
+
+/// Changes the (powered-off) source: writes [`CHANGE_MIB`] MiB of random
+/// data to `/root/change.bin` on its root file system, and captures it
+/// again as [`CHANGED_IMAGE`] with the first image as its parent. Returns
+/// the new file's sha256.
+fn change_source(lab: &Lab) -> String {
+    let disk = lab.dir.join("source.img");
+    let mnt = tempfile::tempdir().expect("mount point");
+    let sha = ok(Command::new("sh").arg("-c").arg(format!(
+        "set -e; dev=$(losetup --find --show {disk}); trap 'partx -d $dev; losetup -d $dev' EXIT; \
+         partx -a $dev; mount ${{dev}}p1 {mnt}; \
+         head -c {CHANGE_MIB}M /dev/urandom > {mnt}/root/change.bin; \
+         sha256sum {mnt}/root/change.bin | cut -d' ' -f1; umount {mnt}",
+        disk = disk.display(),
+        mnt = mnt.path().display()
+    )));
+    ok(Command::new(ferry_tests::ferry_bin())
+        .arg("--library")
+        .arg(lab.mgr.library())
+        .args(["capture", "--disk"])
+        .arg(&disk)
+        .args(["--name", CHANGED_IMAGE, "--parent", SOURCE_IMAGE]));
+    sha.trim().to_string()
+}
+
+/// *full*: the migrated server is deployed again, onto the same disk,
+/// after a small change in the source. Seeding finds the rest on the
+/// disk: only the changed chunks travel.
+#[test]
+fn redeploy_after_a_small_change_fetches_only_what_changed() {
+    let Some((lab, size)) = full_lab("redeploy_after_a_small_change_fetches_only_what_changed")
+    else {
+        return;
+    };
+    // Same size and firmware as the source: block streams in place.
+    let hw = bios_target("bios-virtio-redeploy", "pc", DiskBus::Virtio, "rtl8139", 4);
+    let (mut first, _) = migrate(lab, &hw, size, "true");
+    let first_fetched = deploy_sum(&first.deploy, "bytes_fetched");
+    first.vm.type_line("poweroff");
+    if let Err(e) = first.vm.wait_exit(std::time::Duration::from_secs(180)) {
+        panic!("{}: did not power off: {e}", hw.name);
+    }
+    let sha = change_source(lab);
+
+    // The disk boots the migrated OS now: the network goes first.
+    let disk = lab.dir.join(format!("{}.img", hw.name));
+    let mut again = lab.deploy_with(
+        CHANGED_IMAGE,
+        &hw,
+        &disk,
+        lab::BootFrom::Pxe,
+        std::slice::from_ref(&first.agent),
+        &format!("{}-again", hw.name),
+        |_| {},
+    );
+    let (fetched, seeded, written) = (
+        deploy_sum(&again.deploy, "bytes_fetched"),
+        deploy_sum(&again.deploy, "bytes_seeded"),
+        deploy_sum(&again.deploy, "bytes_written"),
+    );
+    eprintln!(
+        "e2e: redeploy: fetched {} MiB (first deploy {} MiB), seeded {} MiB, written {} MiB; \
+         the change was {CHANGE_MIB} MiB",
+        fetched >> 20,
+        first_fetched >> 20,
+        seeded >> 20,
+        written >> 20
+    );
+    assert_first_boot(&hw.name, &again);
+    let out = again
+        .vm
+        .login_and_run("root", "ferry", "sha256sum /root/change.bin")
+        .unwrap_or_else(|e| panic!("{}: logging in: {e}", hw.name));
+    assert!(out.contains(&sha), "the change is not on the target: {out}");
+    // The change is random, so all of it travels; besides it, what the
+    // first boot and adapt changed on the disk (the journal, the adapted
+    // initramfs and GRUB files), nothing more.
+    let change = CHANGE_MIB << 20;
+    assert!(fetched >= change, "fetched {fetched} < the change {change}");
+    assert!(
+        fetched <= change + first_fetched / 5,
+        "fetched {fetched}: more than the change ({change}) plus a fifth of the first deploy ({first_fetched})"
+    );
+    assert!(seeded > written, "seeded {seeded}, written {written}");
+}
+
+/// *full*: the network cable of a deploying target is pulled for 30 s
+/// half way through its deploy; the deploy resumes by itself and the
+/// server boots. Bytes sent by `ferry serve` to the target, counted on
+/// the wire (an nftables counter on its port), exceed what the deploy
+/// needed by ≤ 5 %.
+#[test]
+fn a_deploy_survives_a_pulled_cable() {
+    let Some((lab, size)) = full_lab("a_deploy_survives_a_pulled_cable") else {
+        return;
+    };
+    let hw = bios_target("bios-ahci-cut", "q35", DiskBus::Sata, "e1000e", 5);
+    // A manager of its own over the same library (managers are
+    // stateless), so that the wire counter sees this deploy only.
+    let own = Lab::start(
+        &work().with_file_name("ferry-e2e-cut"),
+        Some(&lab.mgr.library()),
+    );
+    let port = own
+        .mgr
+        .url()
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .trim_end_matches('/')
+        .to_string();
+    let counter = WireCounter::new(&port);
+    let disk = blank_disk(&own.dir.join(format!("{}.img", hw.name)), size);
+    let cut_at = std::sync::Mutex::new(0u64);
+    let m = own.deploy_with(
+        SOURCE_IMAGE,
+        &hw,
+        &disk,
+        lab::BootFrom::DiskThenPxe,
+        &[],
+        &hw.name,
+        |_agent| {
+            // Half way: pull the cable for 30 s.
+            let t = std::time::Instant::now();
+            while counter.bytes() < (150 << 20) {
+                assert!(
+                    t.elapsed() < std::time::Duration::from_secs(900),
+                    "the deploy never got half way"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            *cut_at.lock().expect("cut") = counter.bytes();
+            own.set_link(&hw, false);
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            own.set_link(&hw, true);
+        },
+    );
+    let wire = counter.bytes();
+    let fetched = deploy_sum(&m.deploy, "bytes_fetched");
+    // What the deploy needed besides chunk data: the index and the
+    // manifest, read whole.
+    let lib = lab.mgr.library();
+    let meta: u64 = walk_size(&lib.join("index")) + walk_size(&lib.join("images"));
+    let needed = fetched + meta;
+    eprintln!(
+        "e2e: cable pulled after {} MiB on the wire; deploy fetched {} MiB of chunks, index and \
+         manifests {} MiB; {} MiB on the wire in all ({:.1} % over)",
+        *cut_at.lock().expect("cut") >> 20,
+        fetched >> 20,
+        meta >> 20,
+        wire >> 20,
+        (wire as f64 / needed as f64 - 1.0) * 100.0
+    );
+    assert_first_boot(&hw.name, &m);
+    assert!(
+        wire <= needed + needed / 20,
+        "{wire} bytes on the wire for {needed} needed: more than 5 % fetched again"
+    );
+}
+
+/// Bytes of every file under `dir`.
+fn walk_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => walk_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// An nftables counter of the bytes (whole packets) a local server port
+/// sends (over loopback: QEMU's user network connects from 127.0.0.1).
+struct WireCounter {
+    table: String,
+}
+
+impl WireCounter {
+    fn new(port: &str) -> WireCounter {
+        let table = format!("ferry_e2e_{port}");
+        let rules = tempfile::NamedTempFile::new().expect("nft rules file");
+        std::fs::write(
+            rules.path(),
+            format!(
+                "table inet {table} {{\n counter served {{ }}\n chain out {{\n  \
+                 type filter hook output priority 0; policy accept;\n  \
+                 tcp sport {port} counter name served\n }}\n}}\n"
+            ),
+        )
+        .expect("writing the nft rules");
+        ok(Command::new("nft").arg("-f").arg(rules.path()));
+        WireCounter { table }
+    }
+
+    fn bytes(&self) -> u64 {
+        let out = ok(Command::new("nft").args(["list", "counter", "inet", &self.table, "served"]));
+        out.split_whitespace()
+            .skip_while(|w| *w != "bytes")
+            .nth(1)
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for WireCounter {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .output();
+    }
 }

@@ -222,8 +222,12 @@ pub fn install_uefi(
     let fallback = "EFI/BOOT/BOOTX64.EFI".to_string();
     write_esp(esp, &[(vendor.as_str(), &efi), (fallback.as_str(), &efi)])?;
     FSCK_FAT.run(esp, &["-n".as_ref(), esp.as_os_str()], &[0])?;
+    // The fallback path boots without an NVRAM entry, so a firmware that
+    // refuses one costs a note in the report, not the adapted system.
     let nvram_note = match nvram {
-        Some((disk, part)) => nvram_entry(disk, part, distro)?,
+        Some((disk, part)) => nvram_entry(disk, part, distro).unwrap_or_else(|e| {
+            format!("no NVRAM entry ({e}); the fallback loader \\EFI\\BOOT\\BOOTX64.EFI boots")
+        }),
         None => "no NVRAM entry (not the machine ferry runs on; the fallback loader boots)".into(),
     };
     Ok(BootloaderReport {

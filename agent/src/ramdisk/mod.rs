@@ -474,6 +474,7 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
                 let mut fs = coldplug::Coldplug::default();
                 coldplug::run(&root, &tree, true, coldplug::ALWAYS, &mut fs);
                 say(&format!("coldplug: file systems: {}", fs.loaded.join(" ")));
+                mount_efivarfs(&root);
             }));
         }
     }
@@ -552,7 +553,7 @@ pub fn status(
 pub fn mount_kernel_filesystems(root: &Path) {
     use nix::mount::{mount, MsFlags};
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let table: [(&str, &str, MsFlags, &str); 6] = [
+    let table: [(&str, &str, MsFlags, &str); 5] = [
         ("proc", "proc", nosuid, ""),
         ("sys", "sysfs", nosuid, ""),
         ("dev", "devtmpfs", MsFlags::MS_NOSUID, "mode=0755"),
@@ -568,19 +569,16 @@ pub fn mount_kernel_filesystems(root: &Path) {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             "mode=1777",
         ),
-        ("sys/firmware/efi/efivars", "efivarfs", nosuid, ""),
     ];
     for (dir, fstype, flags, data) in table {
         let target = root.join(dir);
-        if fstype == "efivarfs" && !target.is_dir() {
-            continue;
-        }
         let _ = std::fs::create_dir_all(&target);
         match mount(Some(fstype), &target, Some(fstype), flags, Some(data)) {
             Ok(()) | Err(nix::errno::Errno::EBUSY) => {}
             Err(e) => say(&format!("mount {fstype} on {}: {e}", target.display())),
         }
     }
+    mount_efivarfs(root);
     let pts = root.join("dev/pts");
     let _ = std::fs::create_dir_all(&pts);
     let _ = mount(
@@ -590,6 +588,23 @@ pub fn mount_kernel_filesystems(root: &Path) {
         MsFlags::MS_NOSUID,
         Some("gid=5,mode=620"),
     );
+}
+
+/// Mounts efivarfs on a UEFI machine, so that adapt can add the migrated
+/// OS's boot entry with efibootmgr. Debian builds it as a module, which
+/// coldplug loads after the first mounts: until then (ENODEV) this does
+/// nothing and is called again once the module is in.
+pub fn mount_efivarfs(root: &Path) {
+    use nix::mount::{mount, MsFlags};
+    let target = root.join("sys/firmware/efi/efivars");
+    if !target.is_dir() {
+        return;
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    match mount(Some("efivarfs"), &target, Some("efivarfs"), flags, Some("")) {
+        Ok(()) | Err(nix::errno::Errno::EBUSY) | Err(nix::errno::Errno::ENODEV) => {}
+        Err(e) => say(&format!("mount efivarfs on {}: {e}", target.display())),
+    }
 }
 
 /// PID 1: mounts, starts `agent` (the command that runs the agent proper),
