@@ -18,8 +18,13 @@
 //!   checked to hold the entry, and `grub-reboot` sets it as `next_entry`
 //!   in grubenv. GRUB boots it once and clears `next_entry` (Debian's
 //!   `00_header` does this whatever `GRUB_DEFAULT` says), so the boot after
-//!   the agent's returns to the old OS by itself: a swapped machine whose
-//!   agent cannot reach its server comes back with one more reboot.
+//!   the agent's returns to the old OS by itself.
+//!
+//! Either way, a swapped machine whose agent cannot come up or reach its
+//! server comes back with one more reboot, and the agent does it:
+//! `ferry boot swap` adds `ferry.return_after=SECONDS` (600 by default) to
+//! the agent's command line, and the agent, after retrying its server until
+//! then, reboots into the installed OS.
 //!   Refused where GRUB cannot clear `next_entry` at boot (grubenv on
 //!   btrfs, ZFS, LVM or md), since the machine would then boot the agent
 //!   for ever.

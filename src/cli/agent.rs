@@ -80,6 +80,11 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
                     say(&format!("could not report the error to the mailbox: {w}"));
                 }
             }
+            if a.pid1 {
+                if let Some(until) = ramdisk::return_after(&opts) {
+                    return_to_installed_os(&a.root, until);
+                }
+            }
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -131,6 +136,21 @@ pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reboots, `until` after boot, into the installed OS of a machine the
+/// agent was swapped onto (`ferry.return_after`); returns only if the
+/// reboot failed.
+fn return_to_installed_os(root: &std::path::Path, until: Duration) {
+    let up = Duration::from_secs_f64(ramdisk::uptime(root).unwrap_or(0.0));
+    let wait = until.saturating_sub(up);
+    say(&format!(
+        "returning to the installed OS: rebooting in {} s (ferry.return_after={})",
+        wait.as_secs(),
+        until.as_secs()
+    ));
+    std::thread::sleep(wait);
+    say(&agent::runner::actions::PowerAction::Reboot.act());
 }
 
 /// The first-boot check adapt installs into the servers this agent

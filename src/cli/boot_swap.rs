@@ -32,6 +32,12 @@ pub struct SwapArgs {
     /// Reboot without asking.
     #[arg(long)]
     yes: bool,
+    /// When the agent cannot come up or reach its server, it reboots this
+    /// many seconds after its boot, back into this OS (added to the
+    /// command line as `ferry.return_after`; 0: it stays, with a rescue
+    /// shell on the console).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    return_after: u64,
 }
 
 /// Asks on the terminal; without one (and without --yes) the answer is no.
@@ -46,6 +52,19 @@ fn confirm(question: &str) -> bool {
     matches!(line.trim(), "y" | "Y" | "yes")
 }
 
+/// `cmdline` with `ferry.return_after=SECONDS`, unless it sets one.
+fn with_return_after(cmdline: &str, seconds: u64) -> String {
+    if cmdline
+        .split_whitespace()
+        .any(|w| w.starts_with("ferry.return_after="))
+    {
+        return cmdline.to_string();
+    }
+    format!("{cmdline} ferry.return_after={seconds}")
+        .trim()
+        .to_string()
+}
+
 /// Runs `ferry boot swap`.
 pub fn run(a: SwapArgs) -> anyhow::Result<ExitCode> {
     swap::require_root()?;
@@ -55,6 +74,7 @@ pub fn run(a: SwapArgs) -> anyhow::Result<ExitCode> {
             &std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?,
         ),
     };
+    let cmdline = with_return_after(&cmdline, a.return_after);
     if a.kexec && agent::runner::kexec::disabled() {
         anyhow::bail!(agent::runner::kexec::KexecError::Disabled);
     }
@@ -88,4 +108,22 @@ pub fn run(a: SwapArgs) -> anyhow::Result<ExitCode> {
     }
     eprintln!("ferry boot swap: {verb}");
     Err(swap::leave(how)).context(verb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_return_after;
+
+    #[test]
+    fn return_after_is_added_once() {
+        assert_eq!(
+            with_return_after("console=ttyS0", 600),
+            "console=ttyS0 ferry.return_after=600"
+        );
+        assert_eq!(with_return_after("", 0), "ferry.return_after=0");
+        assert_eq!(
+            with_return_after("ferry.return_after=30 quiet", 600),
+            "ferry.return_after=30 quiet"
+        );
+    }
 }

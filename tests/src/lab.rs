@@ -237,7 +237,7 @@ impl Hardware {
         push(
             "-device",
             format!(
-                "{},netdev=n0,mac={},bootindex={nic_index}",
+                "{},id=nic0,netdev=n0,mac={},bootindex={nic_index}",
                 self.nic, self.mac
             ),
         );
@@ -406,10 +406,9 @@ impl Lab {
         self.dir.join(format!("{name}.qmp"))
     }
 
-    /// Plugs (`up`) or pulls the network cable of the running machine
-    /// `hw`, through QEMU's QMP `set_link`: the guest sees its link go
-    /// down and every packet is lost until it comes back.
-    pub fn set_link(&self, hw: &Hardware, up: bool) {
+    /// Sends one QMP command (JSON) to the running machine `hw`; returns
+    /// the answer's line. Panics when QEMU answers with an error.
+    fn qmp_command(&self, hw: &Hardware, command: &str) -> String {
         use std::io::{BufRead, BufReader, Write};
         let path = self.qmp(&hw.name);
         let sock = std::os::unix::net::UnixStream::connect(&path)
@@ -417,28 +416,47 @@ impl Lab {
         sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
         let mut reader = BufReader::new(sock.try_clone().expect("QMP socket"));
         let mut w = sock;
-        let mut line = String::new();
-        let mut answer = |w: &mut std::os::unix::net::UnixStream, cmd: &str| -> String {
+        let mut answer = |cmd: &str| -> String {
             writeln!(w, "{cmd}").expect("writing to QMP");
+            let mut line = String::new();
             loop {
                 line.clear();
                 reader.read_line(&mut line).expect("reading QMP");
-                // Events come in between; the answer is `return` or `error`.
+                // The greeting and events come in between; the answer is
+                // `return` or `error`.
                 if line.contains("\"return\"") || line.contains("\"error\"") || line.is_empty() {
-                    return line.clone();
+                    return line;
                 }
             }
         };
-        let _greeting = answer(&mut w, r#"{"execute":"qmp_capabilities"}"#);
-        let r = answer(
-            &mut w,
+        answer(r#"{"execute":"qmp_capabilities"}"#);
+        let r = answer(command);
+        assert!(r.contains("\"return\""), "{}: QMP {command}: {r}", hw.name);
+        r
+    }
+
+    /// Plugs (`up`) or pulls the network cable of the running machine
+    /// `hw`, through QEMU's QMP `set_link`: the guest sees its link go
+    /// down and every packet is lost until it comes back.
+    pub fn set_link(&self, hw: &Hardware, up: bool) {
+        self.qmp_command(
+            hw,
             &format!(r#"{{"execute":"set_link","arguments":{{"name":"n0","up":{up}}}}}"#),
         );
-        assert!(r.contains("\"return\""), "QMP set_link: {r}");
         eprintln!(
             "lab: {}: network cable {}",
             hw.name,
             if up { "plugged in" } else { "pulled" }
+        );
+    }
+
+    /// From the next reset on, the running machine `hw` boots from its
+    /// disk before the network (as a machine booted once by PXE to be
+    /// redeployed): QMP `qom-set` of the NIC's `bootindex`.
+    pub fn boot_disk_next(&self, hw: &Hardware) {
+        self.qmp_command(
+            hw,
+            r#"{"execute":"qom-set","arguments":{"path":"/machine/peripheral/nic0","property":"bootindex","value":9}}"#,
         );
     }
 

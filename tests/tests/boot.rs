@@ -846,3 +846,76 @@ fn ramdisk_without_the_storage_driver_fails_visibly() {
         vm.elapsed().as_secs_f64()
     );
 }
+
+/// A swapped agent (`ferry.return_after`, which `ferry boot swap` sets)
+/// that cannot reach its server keeps trying, then reboots, so that the
+/// machine returns to its installed OS (here QEMU's `-no-reboot` makes
+/// the reboot an exit).
+#[test]
+fn an_agent_that_cannot_reach_its_server_returns_to_the_installed_os() {
+    const NAME: &str = "an_agent_that_cannot_reach_its_server_returns_to_the_installed_os";
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED {NAME}: {why}");
+        return;
+    }
+    let m = media();
+    let kernel = m.kernel.display().to_string();
+    let initrd = m.initrd.display().to_string();
+    // Nothing listens on port 9 of QEMU's host address.
+    let append = format!(
+        "console=ttyS0,115200n8 printk.time=1 quiet loglevel=4 \
+         ferry.server=https://10.0.2.2:9 ferry.token=enrol-me ferry.ca=sha256:{} ferry.return_after=45",
+        "ab".repeat(32)
+    );
+    let machine = Machine::from_args(
+        "return-after",
+        &[
+            "-machine",
+            "pc",
+            "-m",
+            "1024",
+            "-smp",
+            "2",
+            "-kernel",
+            &kernel,
+            "-initrd",
+            &initrd,
+            "-append",
+            &append,
+            "-nic",
+            "user,model=e1000",
+        ],
+    );
+    let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut vm = Vm::boot(
+        &machine,
+        Path::new("/dev/null"),
+        &logs().join("boot-return-after.log"),
+    );
+    let retry = vm
+        .wait_for("trying again in 10 s", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the agent did not retry its server: {e}"));
+    let back = vm
+        .wait_for_after(
+            "returning to the installed OS",
+            retry,
+            Duration::from_secs(120),
+        )
+        .unwrap_or_else(|e| panic!("the agent did not give up: {e}"));
+    vm.wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("the agent did not reboot: {e}"));
+    let c = vm.console();
+    assert!(!c.contains("ferry-agent: ready"), "it came up after all");
+    assert!(
+        c[..back].contains("FATAL: mailbox https://10.0.2.2:9"),
+        "the FATAL line does not name the server"
+    );
+    assert!(
+        !c.contains("needs its CA") && !c.contains("no token"),
+        "refused for its configuration, not for the server"
+    );
+    eprintln!(
+        "return-after: rebooted {:.0} s after power-on",
+        vm.elapsed().as_secs_f64()
+    );
+}

@@ -303,7 +303,8 @@ fn redeploy_after_a_small_change_fetches_only_what_changed() {
         lab::BootFrom::Pxe,
         std::slice::from_ref(&first.agent),
         &format!("{}-again", hw.name),
-        |_| {},
+        // Booted by PXE once: the job's reboot goes to the disk.
+        |_| lab.boot_disk_next(&hw),
     );
     let (fetched, seeded, written) = (
         deploy_sum(&again.deploy, "bytes_fetched"),
@@ -382,9 +383,16 @@ fn a_deploy_survives_a_pulled_cable() {
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
             *cut_at.lock().expect("cut") = counter.bytes();
-            own.set_link(&hw, false);
-            std::thread::sleep(std::time::Duration::from_secs(30));
-            own.set_link(&hw, true);
+            // $FERRY_E2E_CUT_SECONDS=0: no cut, for the baseline.
+            let secs: u64 = std::env::var("FERRY_E2E_CUT_SECONDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(30);
+            if secs > 0 {
+                own.set_link(&hw, false);
+                std::thread::sleep(std::time::Duration::from_secs(secs));
+                own.set_link(&hw, true);
+            }
         },
     );
     let wire = counter.bytes();

@@ -17,10 +17,11 @@
 //!    deploy to a clean ext4 (`e2fsck -fn`) holding the marker. Then a
 //!    `reboot` job sends the machine back through the firmware;
 //! 3. GRUB boots Debian again to `login:` (the marker is still there);
-//!    `ferry boot swap --grub` adds the one-shot entry for a busybox test
-//!    ramdisk and reboots;
-//! 4. GRUB's one-shot entry boots the test ramdisk (`SWAPPED-IN`), which
-//!    reboots at once;
+//!    `ferry boot swap --grub` adds a one-shot GRUB entry for the same
+//!    agent kernel and initramfs, and the machine reboots;
+//! 4. GRUB's one-shot entry boots the agent, which enrols again (a new
+//!    mailbox: the ramdisk keeps nothing) and sends its heartbeat; a
+//!    `reboot` job sends the machine back;
 //! 5. GRUB, its one-shot entry spent, boots Debian to `login:` with
 //!    `next_entry` cleared.
 //!
@@ -29,8 +30,8 @@
 //! guest; each boot's time.
 //!
 //! How files reach the guest: a second small disk (ext4, label `payload`)
-//! holds the static ferry, the agent's kernel and initramfs and the test
-//! ramdisk. It needs no network and no server in the guest before the
+//! holds the static ferry and the agent's kernel and initramfs. It needs
+//! no network and no server in the guest before the
 //! swap, and holds what an operator would `scp`. It is a virtio disk
 //! (`vda`, module loaded by udev after boot): as a second IDE disk it was
 //! sometimes probed first and became `sda`, and the fixture's Debian,
@@ -92,9 +93,6 @@ fn missing_prerequisite() -> Option<String> {
             return Some(format!("{tool} is not installed"));
         }
     }
-    if !Path::new("/bin/busybox").is_file() {
-        return Some("/bin/busybox is missing (package busybox-static)".into());
-    }
     if !agent_bin().is_file() {
         return Some(format!(
             "no static agent at {} (build it with boot/build-agent.sh)",
@@ -105,37 +103,6 @@ fn missing_prerequisite() -> Option<String> {
         return Some("no /boot/vmlinuz-* (package linux-image-amd64)".into());
     }
     None
-}
-
-/// The test ramdisk for the GRUB path: busybox as /init, printing
-/// `SWAPPED-IN` and its command line; it reboots when the command line
-/// says `ferry.reboot`.
-fn test_initramfs(dir: &Path) -> PathBuf {
-    let tree = dir.join("initramfs");
-    let _ = std::fs::remove_dir_all(&tree);
-    std::fs::create_dir_all(tree.join("bin")).expect("mkdir");
-    std::fs::create_dir_all(tree.join("dev")).expect("mkdir");
-    std::fs::create_dir_all(tree.join("proc")).expect("mkdir");
-    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).expect("copying /bin/busybox");
-    std::fs::write(
-        tree.join("init"),
-        "#!/bin/busybox sh\n\
-         /bin/busybox mount -t proc proc /proc\n\
-         echo \"SWAPPED-IN: $(/bin/busybox cat /proc/cmdline)\"\n\
-         if /bin/busybox grep -q ferry.reboot /proc/cmdline; then\n\
-         \x20 /bin/busybox sleep 1; /bin/busybox reboot -f\n\
-         fi\n\
-         while :; do /bin/busybox sleep 3600; done\n",
-    )
-    .expect("writing init");
-    let img = dir.join("test-initrd.img");
-    ok(Command::new("sh").arg("-c").arg(format!(
-        "set -e; cd {t}; chmod 755 init; mknod -m 600 dev/console c 5 1; \
-         find . | cpio -o -H newc --quiet | gzip -1 > {img}",
-        t = tree.display(),
-        img = img.display()
-    )));
-    img
 }
 
 /// The agent's initramfs, with the manager's CA embedded.
@@ -156,8 +123,8 @@ fn agent_initramfs(dir: &Path, mgr: &Manager) -> PathBuf {
 }
 
 /// A small ext4 disk holding the static ferry, the agent's kernel and
-/// initramfs, and the test ramdisk.
-fn payload_disk(dir: &Path, agent_initrd: &Path, test_initrd: &Path) -> PathBuf {
+/// initramfs.
+fn payload_disk(dir: &Path, agent_initrd: &Path) -> PathBuf {
     let files = dir.join("payload");
     let _ = std::fs::remove_dir_all(&files);
     std::fs::create_dir_all(&files).expect("mkdir");
@@ -166,7 +133,6 @@ fn payload_disk(dir: &Path, agent_initrd: &Path, test_initrd: &Path) -> PathBuf 
         (agent_bin(), "ferry"),
         (kernel, "vmlinuz"),
         (agent_initrd.to_path_buf(), "agent-initrd.img"),
-        (test_initrd.to_path_buf(), "test-initrd.img"),
     ] {
         std::fs::copy(&from, files.join(to))
             .unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
@@ -291,8 +257,7 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
         .arg(&overlay));
     let mgr = Manager::start();
     let agent_initrd = agent_initramfs(&work, &mgr);
-    let test_initrd = test_initramfs(&work);
-    let payload = payload_disk(&work, &agent_initrd, &test_initrd);
+    let payload = payload_disk(&work, &agent_initrd);
     // -cpu max: MTTCG runs the two vCPUs on two host threads either way;
     // max gives the guest SSE4.1/AVX2 paths for blake3 and LZ4.
     // $FERRY_TEST_CPU overrides it, to compare.
@@ -487,14 +452,18 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
     assert!(out.contains(&marker), "{out}");
     assert!(!out.contains("ferry.server"), "{out}");
 
-    // The GRUB path: a one-shot entry for the test ramdisk.
+    // The GRUB path: a one-shot entry for the agent, as an operator would
+    // use where kexec is disabled.
     mount_payload(&mut vm);
     let out = shell(
         &mut vm,
-        "/mnt/ferry boot swap --grub --kernel $(ls /boot/vmlinuz-* | tail -n 1) \
-         --initrd /mnt/test-initrd.img --cmdline 'console=ttyS0,115200 ferry.reboot' </dev/null 2>&1; \
-         echo rc=$?; grub-editenv list; ls /boot/ferry; \
-         grep -c \"menuentry 'ferry agent (one-shot)'\" /boot/grub/grub.cfg",
+        &format!(
+            "/mnt/ferry boot swap --grub --kernel /mnt/vmlinuz --initrd /mnt/agent-initrd.img \
+             --cmdline 'console=ttyS0,115200 printk.time=1 {HEARTBEAT} {}' </dev/null 2>&1; \
+             echo rc=$?; grub-editenv list; ls /boot/ferry; \
+             grep -c \"menuentry 'ferry agent (one-shot)'\" /boot/grub/grub.cfg",
+            mgr.guest_cmdline()
+        ),
     );
     eprintln!("{out}");
     assert!(
@@ -509,22 +478,42 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
     let at = vm.console().len();
     vm.type_line("umount /mnt; reboot");
 
-    // Boot 4: GRUB's one-shot entry, the test ramdisk.
-    let swapped = must(
-        vm.wait_for_after("SWAPPED-IN:", at, BOOT_TIMEOUT),
-        "the one-shot entry did not boot the ramdisk",
+    // Boot 4: GRUB's one-shot entry, the agent (a new mailbox: the ramdisk
+    // keeps nothing between boots).
+    let started = must(
+        vm.wait_for_after("ferry-agent: ready", at, BOOT_TIMEOUT),
+        "the one-shot entry did not boot the agent",
     );
-    let c = vm.console();
-    let line_end = c[swapped..].find('\n').map_or(c.len(), |i| swapped + i);
     assert!(
-        c[swapped..line_end].contains("ferry.reboot"),
-        "{}",
-        &c[swapped..line_end]
+        vm.console()[at..started].contains("GNU GRUB")
+            || vm.console()[at..started].contains("Booting"),
+        "the agent did not come through GRUB"
     );
+    let since = Instant::now();
+    let grub_agent = loop {
+        let fresh: Vec<String> = mgr
+            .agents_with_mac(MAC)
+            .into_iter()
+            .filter(|a| *a != id && mgr.mailbox_file(a, "heartbeat.json").is_some())
+            .collect();
+        if let Some(a) = fresh.into_iter().next() {
+            break a;
+        }
+        assert!(
+            since.elapsed() < RAMDISK_TIMEOUT,
+            "the agent booted by GRUB sent no heartbeat within {RAMDISK_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
     eprintln!(
-        "boot 4 (ramdisk via GRUB): {:.0} s",
+        "boot 4 (agent via GRUB's one-shot entry): heartbeat from {grub_agent} at {:.0} s",
         vm.elapsed().as_secs_f64()
     );
+    let at = vm.console().len();
+    let reboot = mgr.create_job(&grub_agent, serde_json::json!([{ "action": "reboot" }]));
+    let j = mgr.wait_for_job(&reboot, Duration::from_secs(60));
+    assert_eq!(j["state"], "finished", "the reboot job: {j}");
+    let swapped = at;
 
     // Boot 5: Debian by itself, the one-shot entry spent.
     must(
@@ -543,5 +532,5 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
         !out.contains("next_entry=ferry"),
         "next_entry not cleared:\n{out}"
     );
-    assert!(!out.contains("ferry.reboot"), "{out}");
+    assert!(!out.contains("ferry.server"), "{out}");
 }

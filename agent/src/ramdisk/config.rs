@@ -1,8 +1,15 @@
 //! The agent's configuration in the ramdisk: the embedded file
 //! (`/etc/ferry/agent.json`, written by `ferry boot … --config`) overlaid
 //! by the kernel command line (`ferry.server=`, `ferry.token=`,
-//! `ferry.ca=sha256:<hex>`, `ferry.heartbeat=<seconds>`), plus the
-//! kernel's own `ip=` for the network.
+//! `ferry.ca=sha256:<hex>`, `ferry.heartbeat=<seconds>`,
+//! `ferry.return_after=<seconds>`), plus the kernel's own `ip=` for the
+//! network.
+//!
+//! `ferry.return_after=N` is for an agent swapped onto a running server
+//! (`ferry boot swap` sets it): when the agent cannot come up or reach its
+//! server, it keeps trying until N seconds after boot and then reboots,
+//! which returns the machine to its installed OS (GRUB's one-shot entry is
+//! spent; after a kexec, the firmware boots the installed OS).
 //!
 //! Command-line values win, so one medium serves many managers. The
 //! command line is split as the kernel splits it: on spaces, with double
@@ -74,9 +81,22 @@ pub struct AgentConfig {
     /// `s3://` URL). Default for an `https://` server: its `/v1/library`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub library: Option<String>,
+    /// Seconds after boot at which an agent that failed to come up, or to
+    /// reach its server, gives up and reboots into the installed OS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_after_secs: Option<u64>,
 }
 
 impl AgentConfig {
+    /// When an agent that cannot come up or reach its server returns to
+    /// the installed OS, counted from boot (`ferry.return_after`; 0 or
+    /// unset: never, it stays for the rescue shell).
+    pub fn return_after(&self) -> Option<Duration> {
+        self.return_after_secs
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
+    }
+
     /// The image library: the configured one, or an `https://` server's.
     pub fn library(&self) -> Option<String> {
         self.library.clone().or_else(|| {
@@ -201,6 +221,13 @@ pub fn load(root: &Path, cmdline: &str) -> Result<AgentConfig, ConfigError> {
             reason: "expected whole seconds",
         })?);
     }
+    if let Some(v) = cmdline_value(&words, "ferry.return_after") {
+        cfg.return_after_secs = Some(v.parse().map_err(|_| ConfigError::Invalid {
+            key: "ferry.return_after",
+            value: v.clone(),
+            reason: "expected whole seconds",
+        })?);
+    }
     check(&cfg)?;
     Ok(cfg)
 }
@@ -275,6 +302,12 @@ mod tests {
         assert!(e.to_string().contains("ferry.ca"), "{e}");
         let e = load(dir.path(), "ferry.heartbeat=soon").expect_err("bad heartbeat");
         assert!(e.to_string().contains("ferry.heartbeat"), "{e}");
+        let e = load(dir.path(), "ferry.return_after=later").expect_err("bad return_after");
+        assert!(e.to_string().contains("ferry.return_after"), "{e}");
+        let c = load(dir.path(), "ferry.return_after=300").expect("return_after");
+        assert_eq!(c.return_after(), Some(Duration::from_secs(300)));
+        let c = load(dir.path(), "ferry.return_after=0").expect("return_after 0");
+        assert_eq!(c.return_after(), None);
         std::fs::create_dir_all(dir.path().join("etc/ferry")).expect("mkdir");
         std::fs::write(dir.path().join(CONFIG_FILE), "{\"sever\":1}").expect("write");
         let e = load(dir.path(), "").expect_err("unknown field");

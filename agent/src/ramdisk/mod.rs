@@ -102,6 +102,27 @@ pub fn say(msg: &str) {
 }
 
 /// Seconds since the kernel started (ROOT/proc/uptime).
+/// How long an agent with `ferry.return_after` waits between attempts to
+/// reach its server.
+const MAILBOX_RETRY: Duration = Duration::from_secs(10);
+
+/// When this agent returns to the installed OS after failing to come up
+/// (`ferry.return_after`, counted from boot), if it does. Read from the
+/// configuration, or from the command line alone when the configuration
+/// is what failed.
+pub fn return_after(opts: &Options) -> Option<Duration> {
+    let cmdline = opts.cmdline.clone().unwrap_or_else(|| {
+        std::fs::read_to_string(opts.root.join("proc/cmdline")).unwrap_or_default()
+    });
+    match config::load(&opts.root, &cmdline) {
+        Ok(cfg) => cfg.return_after(),
+        Err(_) => config::cmdline_value(&config::split_cmdline(&cmdline), "ferry.return_after")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs),
+    }
+}
+
 pub fn uptime(root: &Path) -> Option<f64> {
     std::fs::read_to_string(root.join("proc/uptime"))
         .ok()?
@@ -418,21 +439,39 @@ pub fn bring_up(opts: &Options) -> Result<Ready, (RamdiskError, Option<Mailbox>)
             say("mailbox: none configured (ferry.server=); the survey is on the console only");
             None
         }
-        Some(server) => match open_mailbox(server, &cfg) {
-            Ok((m, token)) => {
-                agent_token = token;
-                Some(m)
+        Some(server) => {
+            // An agent that may return to the installed OS keeps trying
+            // until then: the server may be down for a moment.
+            let until = cfg.return_after().filter(|_| opts.machine);
+            loop {
+                match open_mailbox(server, &cfg) {
+                    Ok((m, token)) => {
+                        agent_token = token;
+                        break Some(m);
+                    }
+                    Err(reason) => {
+                        let up = Duration::from_secs_f64(uptime(root).unwrap_or(0.0));
+                        if let Some(until) = until.filter(|&u| up + MAILBOX_RETRY < u) {
+                            say(&format!(
+                                "mailbox: {server}: {reason}; trying again in {} s (until {} s \
+                                 after boot, then back to the installed OS)",
+                                MAILBOX_RETRY.as_secs(),
+                                until.as_secs()
+                            ));
+                            std::thread::sleep(MAILBOX_RETRY);
+                            continue;
+                        }
+                        return Err((
+                            RamdiskError::Mailbox {
+                                server: server.clone(),
+                                reason,
+                            },
+                            None,
+                        ));
+                    }
+                }
             }
-            Err(reason) => {
-                return Err((
-                    RamdiskError::Mailbox {
-                        server: server.clone(),
-                        reason,
-                    },
-                    None,
-                ))
-            }
-        },
+        }
     };
     // Survey once more, now that everything is up, and print it.
     let s = survey::survey(root).map_err(|e| (e.into(), None))?;

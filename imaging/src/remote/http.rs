@@ -204,17 +204,23 @@ fn bad_answer(url: &str, reason: String) -> Attempt {
 }
 
 /// Reads exactly `buf.len()` bytes and checks that the body ends there.
-fn read_body_exact(resp: &mut Response, buf: &mut [u8], url: &str) -> Attempt2<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        match resp.read(&mut buf[got..]) {
+/// Reads a body into `buf[*got..]`, advancing `*got` as bytes arrive (so
+/// that a retry can ask for the rest), and checks that it ends there.
+fn read_body_exact(
+    resp: &mut Response,
+    buf: &mut [u8],
+    got: &mut usize,
+    url: &str,
+) -> Attempt2<()> {
+    while *got < buf.len() {
+        match resp.read(&mut buf[*got..]) {
             Ok(0) => {
                 return Err(bad_answer(
                     url,
                     format!("body ended after {got} of {} bytes", buf.len()),
                 ))
             }
-            Ok(n) => got += n,
+            Ok(n) => *got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 return Err(Attempt::Retry(io::Error::new(
@@ -285,18 +291,22 @@ impl Store for HttpStore {
         }
         let url = self.object_url(key);
         let last = offset + buf.len() as u64 - 1;
+        // Bytes already received: a retry after a cut asks for the rest
+        // only (objects never change, and chunks are verified later).
+        let mut done = 0usize;
         self.retry("GET", &format!("{url} (bytes {offset}-{last})"), || {
+            let from = offset + done as u64;
             let mut resp = self.send(
                 self.client
                     .get(&url)
-                    .header(reqwest::header::RANGE, format!("bytes={offset}-{last}")),
+                    .header(reqwest::header::RANGE, format!("bytes={from}-{last}")),
                 &url,
             )?;
             if resp.status() != StatusCode::PARTIAL_CONTENT {
                 return Err(Attempt::Fatal(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
-                        "{url}: asked for bytes {offset}-{last}, got HTTP {} instead of 206",
+                        "{url}: asked for bytes {from}-{last}, got HTTP {} instead of 206",
                         resp.status()
                     ),
                 )));
@@ -306,21 +316,22 @@ impl Store for HttpStore {
                 .get(reqwest::header::CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(content_range);
-            if cr != Some((offset, last)) {
+            if cr != Some((from, last)) {
                 return Err(bad_answer(
                     &url,
-                    format!("asked for bytes {offset}-{last}, the answer says {cr:?}"),
+                    format!("asked for bytes {from}-{last}, the answer says {cr:?}"),
                 ));
             }
+            let want = buf.len() - done;
             if let Some(n) = resp.content_length() {
-                if n != buf.len() as u64 {
+                if n != want as u64 {
                     return Err(bad_answer(
                         &url,
-                        format!("asked for {} bytes, Content-Length is {n}", buf.len()),
+                        format!("asked for {want} bytes, Content-Length is {n}"),
                     ));
                 }
             }
-            read_body_exact(&mut resp, buf, &url)
+            read_body_exact(&mut resp, buf, &mut done, &url)
         })
     }
 
