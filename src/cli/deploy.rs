@@ -123,13 +123,18 @@ fn make_plan(lib: &imaging::Library, a: &PlanArgs) -> anyhow::Result<DeployPlan>
         .iter()
         .map(|t| probe_target(t).with_context(|| format!("measuring target {}", t.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let opts = PlanOptions {
+    plan(&m.disks, &targets, &plan_options(a))
+        .with_context(|| format!("planning the deploy of {}", a.image))
+}
+
+/// The operator's choices for the planner.
+fn plan_options(a: &PlanArgs) -> PlanOptions {
+    PlanOptions {
         firmware: a.firmware,
         scheme: a.scheme,
         mapping: (!a.mapping.is_empty()).then(|| a.mapping.clone()),
         convert: a.convert.clone(),
-    };
-    plan(&m.disks, &targets, &opts).with_context(|| format!("planning the deploy of {}", a.image))
+    }
 }
 
 /// Runs `ferry plan`.
@@ -147,19 +152,18 @@ pub fn run_plan(library: &Path, a: PlanCmd) -> anyhow::Result<ExitCode> {
 /// Runs `ferry deploy`: plans, prints the plan, executes it.
 pub fn run_deploy(library: &Path, a: DeployCmd) -> anyhow::Result<ExitCode> {
     if let Some(agent) = &a.agent {
-        anyhow::ensure!(
-            a.plan.mapping.is_empty() && a.plan.convert.is_empty() && a.plan.scheme.is_none(),
-            "--map, --convert and --scheme are not yet supported with --agent"
-        );
         let firmware = a.plan.firmware.map(|f| match f {
             Firmware::Bios => "bios",
             Firmware::Uefi => "uefi",
         });
+        // The agent plans against its own disks and firmware.
+        let choices = plan_options(&a.plan);
         let steps = super::remote::DeploySteps {
             image: &a.plan.image,
             targets: &a.plan.targets,
             firmware,
             adapt: a.adapt,
+            choices: &choices,
         };
         return super::remote::deploy(&a.remote, agent, &steps, &a.job, a.json);
     }

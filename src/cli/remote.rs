@@ -154,6 +154,8 @@ pub struct DeploySteps<'a> {
     pub firmware: Option<&'a str>,
     /// Adapt the deployed OS afterwards.
     pub adapt: bool,
+    /// The plan's other choices (scheme, mapping, conversions).
+    pub choices: &'a agent::plan::PlanOptions,
 }
 
 /// `ferry deploy IMAGE --agent ID --target /dev/X ... [--firmware F]
@@ -170,6 +172,9 @@ pub fn deploy(
         targets: d.targets.iter().map(|t| t.display().to_string()).collect(),
         firmware: d.firmware.map(str::to_string),
         adapt: d.adapt,
+        scheme: d.choices.scheme,
+        mapping: d.choices.mapping.clone().unwrap_or_default(),
+        convert: d.choices.convert.clone(),
     };
     start(remote, agent, vec![step], job, json)
 }

@@ -951,6 +951,12 @@ fn heartbeat_expiry_marks_agents_offline() {
         "--firmware",
         "uefi",
         "--adapt",
+        "--scheme",
+        "gpt",
+        "--map",
+        "0:0",
+        "--convert",
+        "0:2:xfs",
     ]);
     let capture = start(&[
         "capture", "--name", "web2", "--disk", "/dev/sda", "--disk", "/dev/sdb",
@@ -963,7 +969,14 @@ fn heartbeat_expiry_marks_agents_offline() {
             image: "web".into(),
             targets: vec!["/dev/vda".into()],
             firmware: Some("uefi".into()),
-            adapt: true
+            adapt: true,
+            scheme: Some(agent::plan::TableKind::Gpt),
+            mapping: vec![(0, 0)],
+            convert: vec![agent::plan::FsConvert {
+                disk: 0,
+                number: 2,
+                to: imaging::disk::FsType::Xfs,
+            }],
         }
     );
     assert_eq!(j.steps[0].state, "sent", "{j:#?}");

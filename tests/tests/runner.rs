@@ -365,7 +365,43 @@ fn capture_then_deploy_through_the_mailbox() {
     assert!(r.ok, "{r:?}");
     let parts = &r.result["deploy"]["disks"][0]["partitions"];
     assert_eq!(parts[0]["fsck"]["clean"], true, "{r:?}");
+
+    // The operator's plan choices travel in the command: a GPT target
+    // whose root becomes an xfs (at least 300 MiB), populated from the
+    // captured file tree.
+    let dst2 = work.path().join("dst2.img");
+    ok(Command::new("truncate").args(["-s", "512M"]).arg(&dst2));
+    a.send(
+        3,
+        json!({"action": "deploy", "image": "web1", "targets": [dst2.display().to_string()],
+               "firmware": "bios", "scheme": "gpt", "mapping": [[0, 0]],
+               "convert": [{"disk": 0, "number": 1, "to": "xfs"}]}),
+    );
+    let r = a.response(3, Duration::from_secs(300));
+    assert!(r.ok, "{r:?}");
     a.stop().expect("a clean stop");
+    let table: serde_json::Value =
+        serde_json::from_str(&ok(Command::new("sfdisk").arg("--json").arg(&dst2)))
+            .expect("sfdisk --json");
+    assert_eq!(table["partitiontable"]["label"], "gpt", "{table}");
+    let root = table["partitiontable"]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["type"] == "0FC63DAF-8483-4772-8E79-3D69D8477DE4")
+        .unwrap_or_else(|| panic!("no Linux file-system partition: {table}"));
+    let (start, size) = (
+        root["start"].as_u64().expect("start") * 512,
+        root["size"].as_u64().expect("size") * 512,
+    );
+    let lo = Loop::attach(&dst2, true, Some((start, size)));
+    let m = Mount::read_only(&lo.0, "xfs");
+    assert_eq!(
+        std::fs::read(m.dir.join("etc/payload.bin")).expect("payload on the xfs"),
+        payload
+    );
+    drop(m);
+    drop(lo);
 
     // The operator's check: the deployed partition is fsck-clean and holds
     // the same files.

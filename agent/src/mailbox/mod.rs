@@ -383,6 +383,15 @@ pub enum Action {
         /// Adapt the deployed OS to this machine afterwards.
         #[serde(default)]
         adapt: bool,
+        /// Force this table scheme on the target disks (`gpt`, `mbr`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheme: Option<crate::plan::TableKind>,
+        /// `[image disk, target disk]` pairs (from 0); by order if empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mapping: Vec<(usize, usize)>,
+        /// File-system type changes (`{"disk":0,"number":2,"to":"xfs"}`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        convert: Vec<crate::plan::FsConvert>,
     },
     /// Adapt the OS on these disks to this machine (`ferry adapt`).
     Adapt {

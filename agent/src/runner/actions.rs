@@ -262,7 +262,18 @@ pub fn perform(ctx: &Context<'_>, action: &Action) -> Result<Outcome, ActionErro
             targets,
             firmware,
             adapt,
-        } => do_deploy(ctx, image, targets, firmware.as_deref(), *adapt),
+            scheme,
+            mapping,
+            convert,
+        } => {
+            let choices = PlanOptions {
+                firmware: None,
+                scheme: *scheme,
+                mapping: (!mapping.is_empty()).then(|| mapping.clone()),
+                convert: convert.clone(),
+            };
+            do_deploy(ctx, image, targets, firmware.as_deref(), choices, *adapt)
+        }
         Action::Adapt { disks, network } => {
             let disks: Vec<PathBuf> = disks.iter().map(PathBuf::from).collect();
             let report = do_adapt(ctx, &disks, network.as_deref())?;
@@ -393,6 +404,7 @@ fn do_deploy(
     image: &str,
     targets: &[String],
     firmware: Option<&str>,
+    choices: PlanOptions,
     then_adapt: bool,
 ) -> Result<Outcome, ActionError> {
     let firmware = match firmware {
@@ -414,7 +426,7 @@ fn do_deploy(
         .collect::<Result<Vec<_>, _>>()?;
     let opts = PlanOptions {
         firmware: Some(firmware),
-        ..Default::default()
+        ..choices
     };
     let p = plan(&m.disks, &disks, &opts).map_err(|source| ActionError::Plan {
         image: image.to_string(),
