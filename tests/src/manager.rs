@@ -156,6 +156,17 @@ impl Manager {
             .flatten()
     }
 
+    /// A file of agent `id`'s mailbox read from the server's store on
+    /// disk: no network traffic (for tests that count it).
+    pub fn mailbox_file_on_disk(&self, id: &str, file: &str) -> Option<serde_json::Value> {
+        let path = self
+            .server_dir()
+            .join("store/mailboxes")
+            .join(id)
+            .join(file);
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
     /// `curl` against the server's API with the operator token: `path`
     /// (`/v1/jobs`), with `body` POSTed as JSON when given. The answer's
     /// JSON, or the HTTP error as text.

@@ -509,6 +509,25 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
         "boot 4 (agent via GRUB's one-shot entry): heartbeat from {grub_agent} at {:.0} s",
         vm.elapsed().as_secs_f64()
     );
+    // Its survey: this VM's disk, as after the kexec.
+    let survey = loop {
+        if let Some(st) = mgr.mailbox_file(&grub_agent, "status.json") {
+            if st.get("survey").is_some() {
+                break st["survey"].clone();
+            }
+        }
+        assert!(
+            since.elapsed() < RAMDISK_TIMEOUT,
+            "the agent booted by GRUB reported no survey"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(
+        survey["disks"].as_array().is_some_and(|d| d
+            .iter()
+            .any(|d| d["serial"] == "QM00001" && d["size"] == 2u64 << 30)),
+        "the GRUB-booted agent's survey lacks the VM's disk: {survey}"
+    );
     let at = vm.console().len();
     let reboot = mgr.create_job(&grub_agent, serde_json::json!([{ "action": "reboot" }]));
     let j = mgr.wait_for_job(&reboot, Duration::from_secs(60));
