@@ -74,6 +74,16 @@ fn boot_cmd() -> Command {
     c
 }
 
+/// The media for test `test`, or `None` (it says why it is skipped)
+/// when this machine cannot build and boot them.
+fn media_for(test: &str) -> Option<&'static Media> {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED {test}: {why}");
+        return None;
+    }
+    Some(media())
+}
+
 fn media() -> &'static Media {
     static M: OnceLock<Media> = OnceLock::new();
     M.get_or_init(|| {
@@ -153,11 +163,9 @@ fn cpio_file(initrd: &Path, member: &str) -> String {
 
 #[test]
 fn initramfs_holds_the_agent_tools_and_chosen_modules() {
-    if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED initramfs_holds_the_agent_tools_and_chosen_modules: {why}");
+    let Some(m) = media_for("initramfs_holds_the_agent_tools_and_chosen_modules") else {
         return;
-    }
-    let m = media();
+    };
     let size = std::fs::metadata(&m.initrd).expect("initrd").len();
     eprintln!(
         "initramfs: {} bytes ({:.1} MiB) zstd",
@@ -259,11 +267,9 @@ fn initramfs_holds_the_agent_tools_and_chosen_modules() {
 /// has only BIOS GRUB, and makes the ESP's directories with `mmd`.
 #[test]
 fn initramfs_grub_tools_build_an_efi_loader_inside_the_ramdisk() {
-    if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED initramfs_grub_tools_build_an_efi_loader_inside_the_ramdisk: {why}");
+    let Some(m) = media_for("initramfs_grub_tools_build_an_efi_loader_inside_the_ramdisk") else {
         return;
-    }
-    let m = media();
+    };
     let root = tempfile::tempdir().expect("tempdir");
     ok(Command::new("sh").arg("-c").arg(format!(
         "cd {} && zstd -dc {} | cpio -id --quiet",
@@ -330,11 +336,9 @@ fn initramfs_grub_tools_build_an_efi_loader_inside_the_ramdisk() {
 
 #[test]
 fn iso_efi_image_is_fsck_clean_and_pxe_dir_is_complete() {
-    if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED iso_efi_image_is_fsck_clean_and_pxe_dir_is_complete: {why}");
+    let Some(m) = media_for("iso_efi_image_is_fsck_clean_and_pxe_dir_is_complete") else {
         return;
-    }
-    let m = media();
+    };
     let efi = m.dir.join("efi.img");
     let _ = std::fs::remove_file(&efi);
     ok(Command::new("xorriso")
@@ -617,8 +621,7 @@ fn disk(name: &str, mib: u64) -> PathBuf {
 
 #[test]
 fn iso_boots_under_seabios_and_surveys_the_vm() {
-    if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED iso_boots_under_seabios_and_surveys_the_vm: {why}");
+    if media_for("iso_boots_under_seabios_and_surveys_the_vm").is_none() {
         return;
     }
     let mgr = Manager::start();
@@ -671,8 +674,7 @@ fn iso_boots_under_seabios_and_surveys_the_vm() {
 
 #[test]
 fn iso_boots_under_ovmf_and_surveys_the_vm() {
-    if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED iso_boots_under_ovmf_and_surveys_the_vm: {why}");
+    if media_for("iso_boots_under_ovmf_and_surveys_the_vm").is_none() {
         return;
     }
     let mgr = Manager::start();
@@ -726,8 +728,7 @@ fn iso_boots_under_ovmf_and_surveys_the_vm() {
 
 #[test]
 fn pxe_boots_through_qemu_tftp_and_ipxe() {
-    if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED pxe_boots_through_qemu_tftp_and_ipxe: {why}");
+    if media_for("pxe_boots_through_qemu_tftp_and_ipxe").is_none() {
         return;
     }
     let mgr = Manager::start();
@@ -779,43 +780,45 @@ fn pxe_boots_through_qemu_tftp_and_ipxe() {
     );
 }
 
+/// A PC (i440FX, e1000) booting the media's kernel with `initrd`
+/// directly (`-kernel`), the console on the serial line, the agent's
+/// command line `append`, and `extra` QEMU arguments.
+fn direct_boot(name: &str, initrd: &Path, append: &str, extra: &[&str]) -> Machine {
+    let m = media();
+    let (kernel, initrd) = (m.kernel.display().to_string(), initrd.display().to_string());
+    let append = format!("console=ttyS0,115200n8 printk.time=1 quiet loglevel=4 {append}");
+    let mut args = vec![
+        "-machine",
+        "pc",
+        "-m",
+        "1024",
+        "-smp",
+        "2",
+        "-kernel",
+        &kernel,
+        "-initrd",
+        &initrd,
+        "-append",
+        &append,
+        "-nic",
+        "user,model=e1000",
+    ];
+    args.extend_from_slice(extra);
+    Machine::from_args(name, &args)
+}
+
 #[test]
 fn ramdisk_without_the_storage_driver_fails_visibly() {
-    if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED ramdisk_without_the_storage_driver_fails_visibly: {why}");
+    let Some(m) = media_for("ramdisk_without_the_storage_driver_fails_visibly") else {
         return;
-    }
-    let m = media();
+    };
     let d = disk("nodrv.img", 1024);
     let drive = format!("file={},format=raw,if=none,id=d0", d.display());
-    let kernel = m.kernel.display().to_string();
-    let initrd = m.initrd_no_virtio_blk.display().to_string();
-    let append = format!(
-        "{} {CMDLINE}",
-        "console=ttyS0,115200n8 printk.time=1 quiet loglevel=4"
-    );
-    let machine = Machine::from_args(
+    let machine = direct_boot(
         "no-virtio-blk",
-        &[
-            "-machine",
-            "pc",
-            "-m",
-            "1024",
-            "-smp",
-            "2",
-            "-kernel",
-            &kernel,
-            "-initrd",
-            &initrd,
-            "-append",
-            &append,
-            "-drive",
-            &drive,
-            "-device",
-            "virtio-blk-pci,drive=d0",
-            "-nic",
-            "user,model=e1000",
-        ],
+        &m.initrd_no_virtio_blk,
+        CMDLINE,
+        &["-drive", &drive, "-device", "virtio-blk-pci,drive=d0"],
     );
     let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
     let log = logs().join("boot-no-virtio-blk.log");
@@ -853,39 +856,17 @@ fn ramdisk_without_the_storage_driver_fails_visibly() {
 /// the reboot an exit).
 #[test]
 fn an_agent_that_cannot_reach_its_server_returns_to_the_installed_os() {
-    const NAME: &str = "an_agent_that_cannot_reach_its_server_returns_to_the_installed_os";
-    if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED {NAME}: {why}");
+    let Some(m) = media_for("an_agent_that_cannot_reach_its_server_returns_to_the_installed_os")
+    else {
         return;
-    }
-    let m = media();
-    let kernel = m.kernel.display().to_string();
-    let initrd = m.initrd.display().to_string();
+    };
     // Nothing listens on port 9 of QEMU's host address.
     let append = format!(
-        "console=ttyS0,115200n8 printk.time=1 quiet loglevel=4 \
-         ferry.server=https://10.0.2.2:9 ferry.token=enrol-me ferry.ca=sha256:{} ferry.return_after=45",
+        "ferry.server=https://10.0.2.2:9 ferry.token=enrol-me ferry.ca=sha256:{} \
+         ferry.return_after=45",
         "ab".repeat(32)
     );
-    let machine = Machine::from_args(
-        "return-after",
-        &[
-            "-machine",
-            "pc",
-            "-m",
-            "1024",
-            "-smp",
-            "2",
-            "-kernel",
-            &kernel,
-            "-initrd",
-            &initrd,
-            "-append",
-            &append,
-            "-nic",
-            "user,model=e1000",
-        ],
-    );
+    let machine = direct_boot("return-after", &m.initrd, &append, &[]);
     let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
     let mut vm = Vm::boot(
         &machine,
