@@ -295,6 +295,11 @@ impl Store for HttpStore {
         // only (objects never change, and chunks are verified later).
         let mut done = 0usize;
         self.retry("GET", &format!("{url} (bytes {offset}-{last})"), || {
+            if done == buf.len() {
+                // Whole, but its end was wrong (too long, or unreadable):
+                // ask for all of it again.
+                done = 0;
+            }
             let from = offset + done as u64;
             let mut resp = self.send(
                 self.client
@@ -443,6 +448,73 @@ impl Store for HttpStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that answers the first range request with half its body
+    /// and then drops the connection, and every later one in full; it
+    /// records the `Range` headers it was sent.
+    fn cutting_server(object: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/v1/library", listener.local_addr().expect("addr"));
+        let ranges = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&ranges);
+        thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                let mut range = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        range = Some(v.trim().to_string());
+                    }
+                }
+                let Some(r) = range else { return };
+                seen.lock().expect("ranges").push(r.clone());
+                let (a, b) = r.split_once('-').expect("a-b");
+                let (a, b): (usize, usize) = (a.parse().expect("a"), b.parse().expect("b"));
+                let body = &object[a..=b];
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\ncontent-range: bytes {a}-{b}/{}\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    object.len(),
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let send = if n == 0 {
+                    &body[..body.len() / 2]
+                } else {
+                    body
+                };
+                let _ = conn.write_all(send);
+            }
+        });
+        (url, ranges)
+    }
+
+    #[test]
+    fn a_cut_range_read_asks_for_the_rest_only() {
+        let object: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (url, ranges) = cutting_server(object.clone());
+        let opts = RemoteOptions {
+            backoff: std::time::Duration::from_millis(1),
+            ..RemoteOptions::default()
+        };
+        let store = HttpStore::new(&url, &opts).expect("store");
+        let mut buf = vec![0u8; 600_000];
+        store
+            .read_at("packs/p1", 100_000, &mut buf)
+            .expect("resumed read");
+        assert!(buf == object[100_000..700_000]);
+        let ranges = ranges.lock().expect("ranges").clone();
+        assert_eq!(
+            ranges,
+            vec!["100000-699999".to_string(), "400000-699999".to_string()]
+        );
+    }
 
     #[test]
     fn content_ranges() {
