@@ -535,6 +535,28 @@ pub struct Captured {
     pub capture: Duration,
 }
 
+/// How [`Lab::deploy_with`] boots its machine.
+pub struct Boot<'a> {
+    /// Its boot order (PXE first for a disk that already boots).
+    pub from: BootFrom,
+    /// The machine's earlier mailboxes: the agent to deploy through is a
+    /// new one.
+    pub known: &'a [String],
+    /// The console goes to `<log>.console.log`.
+    pub log: String,
+}
+
+impl Boot<'_> {
+    /// A machine's first boot: a blank disk, then PXE.
+    pub fn first(hw: &Hardware) -> Boot<'static> {
+        Boot {
+            from: BootFrom::DiskThenPxe,
+            known: &[],
+            log: hw.name.clone(),
+        }
+    }
+}
+
 /// What a migration did.
 pub struct Migration {
     /// The target, now running the migrated OS.
@@ -599,35 +621,22 @@ impl Lab {
     /// --adapt --reboot`, waits for the migrated OS to reach `login:` and
     /// for its first-boot report in the agent's mailbox.
     pub fn migrate(&self, image: &str, hw: &Hardware, disk: &Path) -> Migration {
-        self.deploy_with(
-            image,
-            hw,
-            disk,
-            BootFrom::DiskThenPxe,
-            &[],
-            &hw.name,
-            |_| {},
-        )
+        self.deploy_with(image, hw, disk, &Boot::first(hw), |_| {})
     }
 
-    /// As [`Lab::migrate`], with the machine booted `from` (PXE first for
-    /// a disk that already boots), an agent that is none of `known` (the
-    /// machine's earlier mailboxes), the console in `<log>.console.log`,
-    /// and `during(agent)` run beside the deploy job (to disturb it).
-    #[allow(clippy::too_many_arguments)]
+    /// As [`Lab::migrate`], with the machine booted as `boot` says, and
+    /// `during(agent)` run beside the deploy job (to disturb it).
     pub fn deploy_with(
         &self,
         image: &str,
         hw: &Hardware,
         disk: &Path,
-        from: BootFrom,
-        known: &[String],
-        log: &str,
+        boot: &Boot<'_>,
         during: impl FnOnce(&str) + Send,
     ) -> Migration {
-        let mut vm = self.boot(hw, disk, from, log);
+        let mut vm = self.boot(hw, disk, boot.from, &boot.log);
         let t = Instant::now();
-        let agent = self.wait_for_new_agent(hw, known, AGENT_TIMEOUT);
+        let agent = self.wait_for_new_agent(hw, boot.known, AGENT_TIMEOUT);
         let agent_after = t.elapsed();
         eprintln!(
             "lab: {}: agent {agent} reported by PXE {:.0} s after power-on",

@@ -296,16 +296,15 @@ fn redeploy_after_a_small_change_fetches_only_what_changed() {
 
     // The disk boots the migrated OS now: the network goes first.
     let disk = lab.dir.join(format!("{}.img", hw.name));
-    let mut again = lab.deploy_with(
-        CHANGED_IMAGE,
-        &hw,
-        &disk,
-        lab::BootFrom::Pxe,
-        std::slice::from_ref(&first.agent),
-        &format!("{}-again", hw.name),
-        // Booted by PXE once: the job's reboot goes to the disk.
-        |_| lab.boot_disk_next(&hw),
-    );
+    let boot = lab::Boot {
+        from: lab::BootFrom::Pxe,
+        known: std::slice::from_ref(&first.agent),
+        log: format!("{}-again", hw.name),
+    };
+    // Booted by PXE once: the job's reboot goes to the disk.
+    let mut again = lab.deploy_with(CHANGED_IMAGE, &hw, &disk, &boot, |_| {
+        lab.boot_disk_next(&hw)
+    });
     let (fetched, seeded, written) = (
         deploy_sum(&again.deploy, "bytes_fetched"),
         deploy_sum(&again.deploy, "bytes_seeded"),
@@ -398,46 +397,38 @@ fn counted_deploy(lab: &Lab, hw: &Hardware, size: u64, cut_secs: u64) -> u64 {
     let counter = WireCounter::new(&port);
     let disk = blank_disk(&own.dir.join(format!("{}.img", hw.name)), size);
     let window = std::sync::Mutex::new(0u64);
-    let m = own.deploy_with(
-        SOURCE_IMAGE,
-        hw,
-        &disk,
-        lab::BootFrom::DiskThenPxe,
-        &[],
-        &hw.name,
-        |agent| {
-            let start = counter.bytes();
-            let t = std::time::Instant::now();
-            let wait = |what: &str, done: &dyn Fn() -> bool| {
-                while !done() {
-                    assert!(
-                        t.elapsed() < std::time::Duration::from_secs(1200),
-                        "{}: {what} did not happen",
-                        hw.name
-                    );
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                }
-            };
-            if cut_secs > 0 {
-                wait("150 MiB of the deploy", &|| {
-                    counter.bytes() - start >= 150 << 20
-                });
-                own.set_link(hw, false);
-                std::thread::sleep(std::time::Duration::from_secs(cut_secs));
-                own.set_link(hw, true);
+    let m = own.deploy_with(SOURCE_IMAGE, hw, &disk, &lab::Boot::first(hw), |agent| {
+        let start = counter.bytes();
+        let t = std::time::Instant::now();
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            while !done() {
+                assert!(
+                    t.elapsed() < std::time::Duration::from_secs(1200),
+                    "{}: {what} did not happen",
+                    hw.name
+                );
+                std::thread::sleep(std::time::Duration::from_millis(200));
             }
-            // The deploy step's end: the agent has answered command 1 and
-            // is no longer busy (read from the store's files, off the wire).
-            wait("the deploy step's end", &|| {
-                own.mgr
-                    .mailbox_file_on_disk(agent, "status.json")
-                    .is_some_and(|s| {
-                        s["last_command"].as_u64().unwrap_or(0) >= 1 && s["state"] != "busy"
-                    })
+        };
+        if cut_secs > 0 {
+            wait("150 MiB of the deploy", &|| {
+                counter.bytes() - start >= 150 << 20
             });
-            *window.lock().expect("window") = counter.bytes() - start;
-        },
-    );
+            own.set_link(hw, false);
+            std::thread::sleep(std::time::Duration::from_secs(cut_secs));
+            own.set_link(hw, true);
+        }
+        // The deploy step's end: the agent has answered command 1 and
+        // is no longer busy (read from the store's files, off the wire).
+        wait("the deploy step's end", &|| {
+            own.mgr
+                .mailbox_file_on_disk(agent, "status.json")
+                .is_some_and(|s| {
+                    s["last_command"].as_u64().unwrap_or(0) >= 1 && s["state"] != "busy"
+                })
+        });
+        *window.lock().expect("window") = counter.bytes() - start;
+    });
     assert_first_boot(&hw.name, &m);
     let wire = *window.lock().expect("window");
     eprintln!(
