@@ -269,3 +269,24 @@ pub fn debian_gpt_fixture() -> PathBuf {
 pub fn debian_ide_fixture() -> PathBuf {
     fixture("debian-ide.sh")
 }
+
+/// The PCI devices of an agent's survey as `vendor:device` in lowercase
+/// hex (`8086:100e`).
+pub fn survey_pci_ids(survey: &serde_json::Value) -> Vec<String> {
+    survey["pci"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    let id = |k: &str| {
+                        d[k].as_str()
+                            .unwrap_or("")
+                            .trim_start_matches("0x")
+                            .to_ascii_lowercase()
+                    };
+                    format!("{}:{}", id("vendor"), id("device"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

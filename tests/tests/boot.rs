@@ -561,22 +561,7 @@ fn console_figures_parse() {
 /// PCI ids (`vvvv:dddd` in `expect`) and disks (`name SIZE …` in `expect`).
 fn check_reported(config: &str, status: &serde_json::Value, expect: &[&str]) {
     let survey = &status["survey"];
-    let pci: Vec<String> = survey["pci"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|d| {
-                    let id = |k: &str| {
-                        d[k].as_str()
-                            .unwrap_or("")
-                            .trim_start_matches("0x")
-                            .to_string()
-                    };
-                    format!("{}:{}", id("vendor"), id("device"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let pci = ferry_tests::survey_pci_ids(survey);
     let disks: Vec<&str> = survey["disks"]
         .as_array()
         .map(|a| a.iter().filter_map(|d| d["name"].as_str()).collect())

@@ -528,6 +528,14 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
             .any(|d| d["serial"] == "QM00001" && d["size"] == 2u64 << 30)),
         "the GRUB-booted agent's survey lacks the VM's disk: {survey}"
     );
+    // And its PCI devices: the e1000 NIC and the payload's virtio disk.
+    let pci = ferry_tests::survey_pci_ids(&survey);
+    for want in ["8086:100e", "1af4:1001"] {
+        assert!(
+            pci.iter().any(|p| p == want),
+            "the GRUB-booted agent's survey lacks PCI {want}: {pci:?}"
+        );
+    }
     let at = vm.console().len();
     let reboot = mgr.create_job(&grub_agent, serde_json::json!([{ "action": "reboot" }]));
     let j = mgr.wait_for_job(&reboot, Duration::from_secs(60));
