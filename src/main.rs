@@ -46,6 +46,9 @@ enum Cmd {
     /// Deploy a server image onto target disks: partition, write, grow or
     /// populate, make swap, check.
     Deploy(cli::deploy::DeployCmd),
+    /// Migrate a server directly from one agent to another: its disks are
+    /// streamed to the target as they are read, never stored.
+    Migrate(cli::migrate::MigrateArgs),
     /// Adapt a deployed server to its new hardware: drivers, initramfs,
     /// UUIDs in fstab and grub, hosts, network, boot loader.
     Adapt(cli::adapt::AdaptArgs),
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Cmd::Adapt(c) => cli::adapt::run(c),
         Cmd::Plan(c) => cli::deploy::run_plan(&args.library, c),
         Cmd::Deploy(c) => cli::deploy::run_deploy(&args.library, c),
+        Cmd::Migrate(c) => cli::migrate::run(c),
         Cmd::Drivers(c) => cli::drivers::run(c),
         Cmd::Agent(c) => cli::agent::run(c),
         Cmd::Boot(c) => cli::boot::run(c),

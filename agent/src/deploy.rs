@@ -31,9 +31,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use imaging::device::{DeviceKind, Target};
+use imaging::direct::{Event as DirectEvent, Receiver};
 use imaging::disk::FsType;
 use imaging::ext4::Ext4Tree;
 use imaging::manifest::{BlockStream, DiskContent, Manifest};
@@ -163,8 +164,7 @@ pub fn deploy(
     };
     for dp in &plan.disks {
         let ctx = DiskCtx {
-            lib,
-            index: &index,
+            data: Data::Library { lib, index: &index },
             manifest: &manifest,
             image,
             plan: dp,
@@ -178,9 +178,233 @@ pub fn deploy(
     Ok(report)
 }
 
+/// Executes `plan` with the data of a direct stream ([`imaging::direct`]):
+/// what a capturing agent sends through a relay, written as it arrives,
+/// never stored. `manifest` is the stream's layout as a manifest (see
+/// [`direct_manifest`]). Every partition must be block-copied: a plan that
+/// needs a file-tree population (a smaller partition, a type change) is
+/// refused before anything is written, since that reads the source's file
+/// system at random.
+pub fn deploy_direct<R: std::io::Read>(
+    rx: &mut Receiver<R>,
+    manifest: &Manifest,
+    plan: &DeployPlan,
+    opts: &DeployOptions,
+    progress: &dyn ProgressSink,
+    log: &dyn Fn(&str),
+) -> Result<DeployReport, DeployError> {
+    let started = Instant::now();
+    let label = manifest.name.as_str();
+    for dp in &plan.disks {
+        if let Some(step) = dp
+            .steps
+            .iter()
+            .find(|s| matches!(s.method, Method::Tree { .. }))
+        {
+            return Err(DeployError::Plan {
+                target: dp.target.clone(),
+                reason: format!(
+                    "partition {} needs a file-tree deploy (a smaller partition or a new file-system \
+                     type), which a direct migration cannot do: capture into the library, then deploy \
+                     from it",
+                    step.number
+                ),
+            });
+        }
+    }
+    let ctxs: Vec<DiskCtx<'_>> = plan
+        .disks
+        .iter()
+        .map(|dp| DiskCtx {
+            data: Data::Direct,
+            manifest,
+            image: label,
+            plan: dp,
+            opts,
+            progress,
+            log,
+        })
+        .collect();
+    let mut open = Vec::with_capacity(ctxs.len());
+    for c in &ctxs {
+        open.push(c.begin()?);
+    }
+    let total: u64 = ctxs.iter().map(|c| c.direct_bytes()).sum();
+    let mut done = 0u64;
+    let mut last = Instant::now();
+    progress.progress(imaging::Progress {
+        step: "receive",
+        done: 0,
+        total,
+    });
+    let mut dest = Dest::Discard;
+    let mut t = Instant::now();
+    loop {
+        match rx.next_event()? {
+            DirectEvent::Begin { disk, stream, size } => {
+                dest = Dest::Discard;
+                t = Instant::now();
+                for (i, c) in ctxs.iter().enumerate() {
+                    if c.plan.source == disk {
+                        dest = c.direct_dest(i, stream, size)?;
+                    }
+                }
+                if let Dest::Part { ctx, step } = dest {
+                    let s = &ctxs[ctx].plan.steps[step];
+                    log(&format!(
+                        "{}: partition {}: receiving {size} bytes of blocks at byte {}",
+                        ctxs[ctx].plan.target, s.number, s.start
+                    ));
+                }
+            }
+            DirectEvent::Chunk { pos, chunk, stored } => {
+                let len = chunk.data().len() as u64;
+                if let Some((ctx, at, part)) = dest.place(&ctxs, pos) {
+                    let (disk, reps) = &mut open[ctx];
+                    write_ranges(disk, &ctxs[ctx], at, chunk.data(), part.is_none())?;
+                    if let Some(step) = part {
+                        reps[step].bytes_written += len;
+                        reps[step].bytes_fetched += stored;
+                    }
+                    done += len;
+                }
+            }
+            DirectEvent::Zeros { pos, len } => {
+                if let Some((ctx, at, part)) = dest.place(&ctxs, pos) {
+                    let (disk, _) = &open[ctx];
+                    if part.is_some() {
+                        disk.ensure_zero(at, len, false)?;
+                    } else {
+                        write_ranges(disk, &ctxs[ctx], at, &vec![0u8; len as usize], true)?;
+                    }
+                    done += len;
+                }
+            }
+            DirectEvent::Unused { pos, len } => {
+                if dest.place(&ctxs, pos).is_some() {
+                    done += len;
+                }
+            }
+            DirectEvent::End => {
+                if let Dest::Part { ctx, step } = dest {
+                    open[ctx].1[step].seconds += t.elapsed().as_secs_f64();
+                }
+                dest = Dest::Discard;
+            }
+            DirectEvent::Done(stats) => {
+                log(&format!(
+                    "direct stream {label}: complete ({} chunks, {} bytes read by the sender)",
+                    stats.chunks, stats.bytes_read
+                ));
+                break;
+            }
+        }
+        if last.elapsed() >= Duration::from_millis(200) {
+            last = Instant::now();
+            progress.progress(imaging::Progress {
+                step: "receive",
+                done,
+                total,
+            });
+        }
+    }
+    progress.progress(imaging::Progress {
+        step: "receive",
+        done,
+        total: total.max(done),
+    });
+    let mut report = DeployReport {
+        image: label.into(),
+        ..Default::default()
+    };
+    for (c, (disk, reps)) in ctxs.iter().zip(open) {
+        report.disks.push(c.finish(disk, reps)?);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// A direct stream's layout as a manifest, for [`crate::plan::plan`] and
+/// [`deploy_direct`].
+pub fn direct_manifest(layout: &imaging::direct::Layout) -> Manifest {
+    Manifest::new(
+        layout.label.clone(),
+        None,
+        imaging::ChunkerParams::default(),
+        layout.disks.clone(),
+        Vec::new(),
+        Default::default(),
+    )
+}
+
+/// Where the direct stream being received goes.
+#[derive(Clone, Copy, Debug)]
+enum Dest {
+    /// Nowhere (a disk or partition the plan does not deploy).
+    Discard,
+    /// The head of plan disk `ctx`: the ranges its plan copies.
+    Head { ctx: usize },
+    /// Step `step` of plan disk `ctx`.
+    Part { ctx: usize, step: usize },
+}
+
+impl Dest {
+    /// Where `len` bytes at stream offset `pos` go: the plan disk, the
+    /// disk offset, and the step (none for the head). `None` to discard.
+    fn place(&self, ctxs: &[DiskCtx<'_>], pos: u64) -> Option<(usize, u64, Option<usize>)> {
+        match *self {
+            Dest::Discard => None,
+            Dest::Head { ctx } => Some((ctx, pos, None)),
+            Dest::Part { ctx, step } => {
+                Some((ctx, ctxs[ctx].plan.steps[step].start + pos, Some(step)))
+            }
+        }
+    }
+}
+
+/// Writes `data` at disk offset `at`; for the head (`head_only`), only the
+/// parts inside the ranges the plan copies.
+fn write_ranges(
+    disk: &Target,
+    ctx: &DiskCtx<'_>,
+    at: u64,
+    data: &[u8],
+    head_only: bool,
+) -> Result<(), DeployError> {
+    let end = at + data.len() as u64;
+    let ranges = if head_only {
+        ctx.plan.copy_head.ranges()
+    } else {
+        vec![(at, end)]
+    };
+    for (s, e) in ranges {
+        let (s, e) = (s.max(at), e.min(end));
+        if s >= e {
+            continue;
+        }
+        let piece = &data[(s - at) as usize..(e - at) as usize];
+        std::os::unix::fs::FileExt::write_all_at(&disk.file, piece, s).map_err(|err| {
+            imaging::Error::io("writing", format!("{} at offset {s}", ctx.plan.target), err)
+        })?;
+    }
+    Ok(())
+}
+
+/// Where a deploy's data comes from.
+#[derive(Clone, Copy)]
+enum Data<'a> {
+    /// Images stored in a library.
+    Library {
+        lib: &'a Arc<Library>,
+        index: &'a imaging::index::Index,
+    },
+    /// A direct stream from a capturing agent ([`deploy_direct`]): block
+    /// streams only, written as they arrive.
+    Direct,
+}
+
 struct DiskCtx<'a> {
-    lib: &'a Arc<Library>,
-    index: &'a imaging::index::Index,
+    data: Data<'a>,
     manifest: &'a Manifest,
     image: &'a str,
     plan: &'a DiskPlan,
@@ -198,10 +422,18 @@ struct PartDev {
 
 impl DiskCtx<'_> {
     fn run(&self) -> Result<DiskReport, DeployError> {
+        let (disk, mut reports) = self.begin()?;
+        self.copy_head(&disk)?;
+        self.write_streams(&disk, &mut reports)?;
+        self.finish(disk, reports)
+    }
+
+    /// Checks the disk, opens it exclusively and writes its table.
+    fn begin(&self) -> Result<(Target, Vec<PartitionReport>), DeployError> {
         let target = self.plan.target.as_str();
         let path = Path::new(target);
         check_not_in_use(path)?;
-        let mut reports: Vec<PartitionReport> = self
+        let reports: Vec<PartitionReport> = self
             .plan
             .steps
             .iter()
@@ -234,8 +466,82 @@ impl DiskCtx<'_> {
             ));
             write_table(&disk.file, target, spec)?;
         }
-        self.copy_head(&disk)?;
-        for (step, rep) in self.plan.steps.iter().zip(&mut reports) {
+        Ok((disk, reports))
+    }
+
+    /// Bytes of the direct stream this disk takes: its copied head and
+    /// its block-copied partitions.
+    fn direct_bytes(&self) -> u64 {
+        let Some(src) = self.manifest.disks.get(self.plan.source) else {
+            return 0;
+        };
+        let streams = src.streams();
+        let head = if self.plan.copy_head.ranges().is_empty() {
+            0
+        } else {
+            streams.first().map_or(0, |(_, s)| s.size)
+        };
+        head + self
+            .plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s.method, Method::Block { .. } | Method::Raw))
+            .filter_map(|s| self.source_stream(s).ok())
+            .map(|s| s.size)
+            .sum::<u64>()
+    }
+
+    /// Where stream `stream` of this disk's source goes (this is plan disk
+    /// `ctx`); checks that it fits.
+    fn direct_dest(&self, ctx: usize, stream: usize, size: u64) -> Result<Dest, DeployError> {
+        let src = &self.manifest.disks[self.plan.source];
+        let number = match &src.content {
+            DiskContent::Whole { .. } => None,
+            DiskContent::Partitioned { partitions, .. } => {
+                if stream == 0 {
+                    let copies = !self.plan.copy_head.ranges().is_empty();
+                    return Ok(if copies {
+                        Dest::Head { ctx }
+                    } else {
+                        Dest::Discard
+                    });
+                }
+                let Some(p) = partitions
+                    .iter()
+                    .filter(|p| p.content.stream().is_some())
+                    .nth(stream - 1)
+                else {
+                    return Ok(Dest::Discard);
+                };
+                Some(p.number)
+            }
+        };
+        let Some(step) = self.plan.steps.iter().position(|s| {
+            s.source == number && matches!(s.method, Method::Block { .. } | Method::Raw)
+        }) else {
+            return Ok(Dest::Discard);
+        };
+        let s = &self.plan.steps[step];
+        if size > s.size {
+            return Err(self.refuse(format!(
+                "partition {} is {} bytes, too small for its {size}-byte stream",
+                s.number, s.size
+            )));
+        }
+        Ok(Dest::Part { ctx, step })
+    }
+
+    /// Writes every block stream from the library.
+    fn write_streams(
+        &self,
+        disk: &Target,
+        reports: &mut [PartitionReport],
+    ) -> Result<(), DeployError> {
+        let target = self.plan.target.as_str();
+        let Data::Library { lib, index } = self.data else {
+            return Err(self.refuse("a direct stream is written as it arrives".into()));
+        };
+        for (step, rep) in self.plan.steps.iter().zip(reports.iter_mut()) {
             let t = Instant::now();
             match step.method {
                 Method::Block { .. } | Method::Raw => {
@@ -256,11 +562,11 @@ impl DiskCtx<'_> {
                         ..Default::default()
                     };
                     let st = restore_stream(
-                        self.lib,
-                        self.index,
+                        lib,
+                        index,
                         self.image,
                         stream,
-                        &disk,
+                        disk,
                         step.start,
                         &ropts,
                         self.progress,
@@ -278,6 +584,18 @@ impl DiskCtx<'_> {
             }
             rep.seconds += t.elapsed().as_secs_f64();
         }
+        Ok(())
+    }
+
+    /// Flushes the disk, makes the kernel see its table, and makes, grows
+    /// and checks its file systems.
+    fn finish(
+        &self,
+        disk: Target,
+        mut reports: Vec<PartitionReport>,
+    ) -> Result<DiskReport, DeployError> {
+        let target = self.plan.target.as_str();
+        let path = Path::new(target);
         disk.file
             .sync_all()
             .map_err(|e| imaging::Error::io("flushing", target, e))?;
@@ -409,7 +727,13 @@ impl DiskCtx<'_> {
                 let name = format!("{} {} partition {}", self.image, self.plan.source_name, {
                     step.source.unwrap_or(step.number)
                 });
-                let reader = StreamReader::open(Arc::clone(self.lib), stream, &name)?;
+                let Data::Library { lib, .. } = self.data else {
+                    return Err(self.refuse(format!(
+                        "partition {}: a direct stream cannot be populated file by file",
+                        step.number
+                    )));
+                };
+                let reader = StreamReader::open(Arc::clone(lib), stream, &name)?;
                 let fetched = reader.fetched();
                 let tree = Ext4Tree::from_reader(&name, Box::new(reader), 0, None)?;
                 let mount = mount_temp(dev, kind)?;
@@ -468,7 +792,10 @@ impl DiskCtx<'_> {
             return Err(self.refuse("only a server disk has a head to copy".into()));
         };
         let name = format!("{} {} head", self.image, src.name);
-        let reader = StreamReader::open(Arc::clone(self.lib), head, &name)?;
+        let Data::Library { lib, .. } = self.data else {
+            return Err(self.refuse("a direct stream's head is written as it arrives".into()));
+        };
+        let reader = StreamReader::open(Arc::clone(lib), head, &name)?;
         for (start, end) in ranges {
             if end > head.size {
                 return Err(self.refuse(format!(

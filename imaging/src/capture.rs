@@ -124,8 +124,8 @@ pub(crate) enum Hashed {
 pub(crate) struct Done<T> {
     seq: u64,
     pub(crate) tag: T,
-    pieces: Vec<Hashed>,
-    stored: Vec<u8>,
+    pub(crate) pieces: Vec<Hashed>,
+    pub(crate) stored: Vec<u8>,
 }
 
 /// Where the pieces of a stream go: a chunk list or a file's content.
@@ -532,7 +532,7 @@ impl Segment {
 /// Reads a segment into the chunker: the used ranges that hold data are
 /// read, sparse holes are fed as zeros without reading, and the ranges the
 /// file system does not use are fed as unused.
-fn read_segment(
+pub(crate) fn read_segment(
     src: &Source,
     seg: &Segment,
     data: &[(u64, u64)],

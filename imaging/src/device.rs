@@ -297,6 +297,28 @@ impl Target {
         })
     }
 
+    /// Makes `[off, off+len)` read as zeros unless it certainly does
+    /// already: a hole in a file, a fresh target, or (`device_zeroed`) a
+    /// block device the caller knows to read zeros.
+    pub fn ensure_zero(&self, off: u64, len: u64, device_zeroed: bool) -> Result<()> {
+        let skip = match self.kind {
+            DeviceKind::File => self
+                .known_zero(off, len)
+                .map_err(|e| Error::io("probing", &self.path, e))?,
+            DeviceKind::Block => device_zeroed || self.fresh,
+        };
+        if skip {
+            return Ok(());
+        }
+        self.zero(off, len).map_err(|e| {
+            Error::io(
+                "zeroing",
+                format!("{} at offset {off} ({len} bytes)", self.path),
+                e,
+            )
+        })
+    }
+
     /// Makes `[off, off+len)` read as zeros: punches a hole in a file,
     /// issues BLKZEROOUT on a device (which the kernel turns into discard or
     /// write-zeroes where the device supports them).

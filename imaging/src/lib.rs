@@ -33,6 +33,7 @@ pub mod chunk;
 pub mod chunker;
 pub mod chunklist;
 pub mod device;
+pub mod direct;
 pub mod disk;
 pub mod error;
 pub mod ext4;

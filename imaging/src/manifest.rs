@@ -116,7 +116,7 @@ impl Disk {
     /// Checks that the streams fit the disk: a whole stream is the disk's
     /// size; every partition stream is its partition's size and lies inside
     /// the disk, and the head ends before the first partition.
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         match &self.content {
             DiskContent::Whole { stream } if stream.size != self.size => Err(format!(
                 "the disk is {} bytes but its stream is {}",

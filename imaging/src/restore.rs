@@ -374,23 +374,7 @@ impl Planner<'_> {
     }
 
     fn hole(&self, pos: u64, len: u64, opts: &RestoreOptions) -> Result<()> {
-        let t = self.target;
-        let skip = match t.kind {
-            DeviceKind::File => t
-                .known_zero(pos, len)
-                .map_err(|e| Error::io("probing", &t.path, e))?,
-            DeviceKind::Block => opts.target_zeroed,
-        };
-        if !skip {
-            t.zero(pos, len).map_err(|e| {
-                Error::io(
-                    "zeroing",
-                    format!("{} at offset {pos} ({len} bytes)", t.path),
-                    e,
-                )
-            })?;
-        }
-        Ok(())
+        self.target.ensure_zero(pos, len, opts.target_zeroed)
     }
 
     /// Plans reads of the records of `pending` chunks into batches, one

@@ -145,9 +145,11 @@ pub async fn authenticate(
 }
 
 /// The library's access rules, as a middleware on the nested library
-/// router: operator read/write; an agent reads, and writes only objects
-/// that do not exist yet (checked against `store`); a capability reads the
-/// one object it names (the path was checked by [`authenticate`]).
+/// router: operator read/write; an agent reads, writes only objects that
+/// do not exist yet (checked against `store`), and deletes only under
+/// `relay/` (a direct migration's receiver acknowledges each segment by
+/// deleting it; see `imaging::direct`); a capability reads the one object
+/// it names (the path was checked by [`authenticate`]).
 pub fn guard_library(library: Router, store: Arc<dyn imaging::store::Store>) -> Router {
     library.layer(middleware::from_fn(move |req: Request, next: Next| {
         let store = store.clone();
@@ -177,6 +179,12 @@ pub fn guard_library(library: Router, store: Arc<dyn imaging::store::Store>) -> 
                         .unwrap_or(true);
                         !exists
                     }
+                    Method::DELETE => req
+                        .uri()
+                        .path()
+                        .trim_start_matches('/')
+                        .strip_prefix("o/relay/")
+                        .is_some_and(|rest| rest.contains('/')),
                     _ => false,
                 },
             };
@@ -723,6 +731,16 @@ mod tests {
             status(&app, "DELETE", lib, Some(&agent)).await,
             StatusCode::FORBIDDEN
         );
+        // A direct migration's receiver deletes relay segments, and only those.
+        let seg = "/v1/library/o/relay/0123456789abcdef0123456789abcdef/0000000000";
+        assert!(status(&app, "DELETE", seg, Some(&agent)).await.is_success());
+        for other in ["/v1/library/o/relay", "/v1/library/o/relayx/a/b"] {
+            assert_eq!(
+                status(&app, "DELETE", other, Some(&agent)).await,
+                StatusCode::FORBIDDEN,
+                "{other}"
+            );
+        }
         assert_eq!(
             status(&app, "GET", lib, Some(&enroll)).await,
             StatusCode::FORBIDDEN

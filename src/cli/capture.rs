@@ -51,6 +51,11 @@ pub struct CaptureArgs {
     /// Print the manifest as JSON.
     #[arg(long)]
     json: bool,
+    /// Direct migration, sending side: stream the --disk capture through
+    /// relay ID of the library's store to `ferry deploy NAME --relay ID`
+    /// (or an agent) instead of storing it; NAME is then only a label.
+    #[arg(long, value_name = "ID", requires = "disk", conflicts_with_all = ["parent", "agent"])]
+    relay: Option<String>,
     /// Capture on this agent's machine (its mailbox id) instead, as a job
     /// sent through `ferry serve`; --disk names the agent's disks.
     #[arg(long, value_name = "ID")]
@@ -80,6 +85,9 @@ pub fn run(library: &Path, a: CaptureArgs) -> anyhow::Result<ExitCode> {
         None => Library::open_or_create_local_with(library, a.compression),
     }
     .with_context(|| format!("opening library {}", library.display()))?;
+    if let Some(relay) = &a.relay {
+        return send(&lib, relay, &a);
+    }
     let progress = CliProgress::new();
     let m = if a.files {
         let [source] = <[PathBuf; 1]>::try_from(a.sources)
@@ -132,6 +140,37 @@ pub fn run(library: &Path, a: CaptureArgs) -> anyhow::Result<ExitCode> {
             lib.compression(),
             duration(s.seconds),
             rate(s.bytes_read, s.seconds)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ferry capture --disk ... --name LABEL --relay ID`: streams the disks
+/// through the relay; nothing is stored in the library.
+fn send(lib: &Library, relay: &str, a: &CaptureArgs) -> anyhow::Result<ExitCode> {
+    use imaging::direct::{RelayTimeouts, RelayWriter};
+    let mut w = RelayWriter::new(lib.store(), relay, RelayTimeouts::default())?;
+    let progress = CliProgress::new();
+    // The last segment goes out in both cases: on failure it carries the
+    // reason to the receiver.
+    let sent = imaging::direct::send(&a.disk, &a.name, &mut w, &progress);
+    let relayed = w.finish();
+    let stats = sent.with_context(|| format!("sending {} through relay {relay}", a.name))?;
+    let relayed =
+        relayed.with_context(|| format!("sending the last of {} through relay {relay}", a.name))?;
+    progress.clear();
+    if a.json {
+        print_json(&stats)?;
+    } else {
+        eprintln!(
+            "sent {} directly through relay {relay} of {}: {} read, {} chunks, {} relayed, nothing stored, in {} ({})",
+            a.name,
+            lib.location(),
+            bytes(stats.bytes_read),
+            stats.chunks,
+            bytes(relayed),
+            duration(stats.seconds),
+            rate(stats.bytes_read, stats.seconds)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -16,14 +16,14 @@ use super::{bytes, duration, open_library, print_json};
 #[derive(clap::Args)]
 pub struct PlanArgs {
     /// The server image (captured with `ferry capture --disk`).
-    image: String,
+    pub(crate) image: String,
     /// A target disk (image file or block device). Repeat for several; the
     /// image's disks go onto them in order unless --map says otherwise.
     #[arg(long = "target", required = true)]
-    targets: Vec<PathBuf>,
+    pub(crate) targets: Vec<PathBuf>,
     /// The firmware the target boots with; default: the source's.
     #[arg(long, value_parser = parse_firmware)]
-    firmware: Option<Firmware>,
+    pub(crate) firmware: Option<Firmware>,
     /// Force a partition-table scheme (gpt or mbr); default: the source's,
     /// or GPT when UEFI needs it.
     #[arg(long, value_parser = parse_scheme)]
@@ -66,6 +66,12 @@ pub struct DeployCmd {
     /// With --agent: adapt the deployed OS to the agent's machine afterwards.
     #[arg(long, requires = "agent")]
     adapt: bool,
+    /// Direct migration, receiving side: deploy what `ferry capture --disk
+    /// ... --relay ID` (or an agent) streams through relay ID of the
+    /// library's store, without storing it; IMAGE is then only a label.
+    /// Every partition is block-copied (equal or bigger targets).
+    #[arg(long, value_name = "ID", conflicts_with = "no_seed")]
+    relay: Option<String>,
     #[command(flatten)]
     job: super::remote::JobArgs,
     #[command(flatten)]
@@ -118,17 +124,62 @@ fn parse_convert(s: &str) -> Result<FsConvert, String> {
 /// Makes the plan for `a` from the image in `lib`.
 fn make_plan(lib: &imaging::Library, a: &PlanArgs) -> anyhow::Result<DeployPlan> {
     let m = lib.manifest(&a.image)?;
+    plan_disks(&m.disks, a)
+}
+
+/// Makes the plan for `a` from an image's (or a direct stream's) disks.
+fn plan_disks(disks: &[imaging::manifest::Disk], a: &PlanArgs) -> anyhow::Result<DeployPlan> {
     let targets = a
         .targets
         .iter()
         .map(|t| probe_target(t).with_context(|| format!("measuring target {}", t.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    plan(&m.disks, &targets, &plan_options(a))
+    plan(disks, &targets, &plan_options(a))
         .with_context(|| format!("planning the deploy of {}", a.image))
 }
 
+/// `ferry deploy LABEL --relay ID`: waits for the sender's layout on the
+/// relay, plans, and writes the streams as they arrive; on failure, tells
+/// the sender (the relay's abort) before returning the error.
+fn receive(
+    lib: &imaging::Library,
+    relay: &str,
+    a: &DeployCmd,
+    opts: &DeployOptions,
+    progress: &CliProgress,
+    log: &dyn Fn(&str),
+) -> anyhow::Result<agent::deploy::DeployReport> {
+    use imaging::direct::{Receiver, RelayReader, RelayTimeouts};
+    let reader = RelayReader::new(lib.store(), relay, RelayTimeouts::default())?;
+    let name = reader.name();
+    log(&format!("waiting for the sender on {name}"));
+    let mut rx = Receiver::open(reader, &name).inspect_err(|e| {
+        imaging::direct::abort(lib.store(), relay, &format!("{e:#}"));
+    })?;
+    let m = agent::deploy::direct_manifest(rx.layout());
+    let r = plan_disks(&m.disks, &a.plan).and_then(|p| {
+        if !a.json {
+            progress.clear();
+            eprint!("{p}");
+        }
+        agent::deploy::deploy_direct(&mut rx, &m, &p, opts, progress, log)
+            .with_context(|| format!("deploying {} directly from {name}", a.plan.image))
+    });
+    let reader = rx.into_inner();
+    match r {
+        Ok(report) => {
+            reader.close()?;
+            Ok(report)
+        }
+        Err(e) => {
+            reader.abort(&format!("{e:#}"));
+            Err(e)
+        }
+    }
+}
+
 /// The operator's choices for the planner.
-fn plan_options(a: &PlanArgs) -> PlanOptions {
+pub(crate) fn plan_options(a: &PlanArgs) -> PlanOptions {
     PlanOptions {
         firmware: a.firmware,
         scheme: a.scheme,
@@ -164,14 +215,16 @@ pub fn run_deploy(library: &Path, a: DeployCmd) -> anyhow::Result<ExitCode> {
             firmware,
             adapt: a.adapt,
             choices: &choices,
+            relay: a.relay.as_deref(),
         };
         return super::remote::deploy(&a.remote, agent, &steps, &a.job, a.json);
     }
-    let lib = Arc::new(open_library(library)?);
-    let p = make_plan(&lib, &a.plan)?;
-    if !a.json {
-        eprint!("{p}");
-    }
+    // A direct migration's relay may be a new library: either side, started
+    // first, creates it.
+    let lib = Arc::new(match &a.relay {
+        Some(_) => super::open_or_create_library(library)?,
+        None => open_library(library)?,
+    });
     let progress = CliProgress::new();
     let log = |line: &str| {
         progress.clear();
@@ -181,8 +234,17 @@ pub fn run_deploy(library: &Path, a: DeployCmd) -> anyhow::Result<ExitCode> {
         no_seed: a.no_seed,
         workers: 0,
     };
-    let r = deploy(&lib, &a.plan.image, &p, &opts, &progress, &log)
-        .with_context(|| format!("deploying image {}", a.plan.image))?;
+    let r = match &a.relay {
+        Some(relay) => receive(&lib, relay, &a, &opts, &progress, &log)?,
+        None => {
+            let p = make_plan(&lib, &a.plan)?;
+            if !a.json {
+                eprint!("{p}");
+            }
+            deploy(&lib, &a.plan.image, &p, &opts, &progress, &log)
+                .with_context(|| format!("deploying image {}", a.plan.image))?
+        }
+    };
     progress.clear();
     if a.json {
         print_json(&r)?;

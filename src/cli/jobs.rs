@@ -79,7 +79,7 @@ pub fn run_list(a: JobsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_view(j: &JobView) {
+pub(crate) fn print_view(j: &JobView) {
     println!("job {}  agent {}  {}", j.id, j.agent, state_name(j.state));
     for (i, s) in j.steps.iter().enumerate() {
         let seq = s.seq.map_or(String::new(), |n| format!(" (command {n})"));
@@ -94,7 +94,7 @@ fn print_view(j: &JobView) {
 }
 
 /// Prints a job's final view; its exit code says whether it failed.
-fn show(j: &JobView, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn show(j: &JobView, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         super::print_json(j)?;
     } else {
@@ -125,6 +125,13 @@ pub fn run_one(a: JobArgs) -> anyhow::Result<ExitCode> {
 /// Follows job `id` until it ends, showing its progress on stderr; prints
 /// the final view (as JSON with `json`); fails the exit code if it failed.
 pub fn follow(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let j = follow_view(client, id)?;
+    show(&j, json)
+}
+
+/// Follows job `id` until it ends, showing its progress on stderr; returns
+/// its final view.
+pub fn follow_view(client: &Client, id: &str) -> anyhow::Result<JobView> {
     let get = || client.job(id).with_context(|| format!("reading job {id}"));
     let tty = std::io::stderr().is_terminal();
     let bar = tty.then(|| {
@@ -184,5 +191,5 @@ pub fn follow(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode>
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    show(&j, json)
+    Ok(j)
 }

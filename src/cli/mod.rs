@@ -12,6 +12,7 @@ pub mod drivers;
 pub mod first_boot;
 pub mod image;
 pub mod jobs;
+pub mod migrate;
 pub mod progress;
 pub mod remote;
 pub mod restore;
@@ -51,6 +52,15 @@ pub fn open_library(path: &Path) -> anyhow::Result<Library> {
     match remote_store(path)? {
         Some(store) => Library::open(store),
         None => Library::open_local(path),
+    }
+    .with_context(|| format!("opening library {}", path.display()))
+}
+
+/// Opens a library, creating it (LZ4) if the directory or store is new.
+pub fn open_or_create_library(path: &Path) -> anyhow::Result<Library> {
+    match remote_store(path)? {
+        Some(store) => Library::open_or_create_store(store, None),
+        None => Library::open_or_create_local(path),
     }
     .with_context(|| format!("opening library {}", path.display()))
 }

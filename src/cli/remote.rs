@@ -140,6 +140,7 @@ pub fn capture(
         image: name.to_string(),
         disks: disks.iter().map(|d| d.display().to_string()).collect(),
         parent,
+        relay: None,
     };
     start(remote, agent, vec![step], job, json)
 }
@@ -156,6 +157,8 @@ pub struct DeploySteps<'a> {
     pub adapt: bool,
     /// The plan's other choices (scheme, mapping, conversions).
     pub choices: &'a agent::plan::PlanOptions,
+    /// Direct migration: the relay the deploy reads from.
+    pub relay: Option<&'a str>,
 }
 
 /// `ferry deploy IMAGE --agent ID --target /dev/X ... [--firmware F]
@@ -167,14 +170,22 @@ pub fn deploy(
     job: &JobArgs,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let step = Action::Deploy {
-        image: d.image.to_string(),
-        targets: d.targets.iter().map(|t| t.display().to_string()).collect(),
-        firmware: d.firmware.map(str::to_string),
-        adapt: d.adapt,
-        scheme: d.choices.scheme,
-        mapping: d.choices.mapping.clone().unwrap_or_default(),
-        convert: d.choices.convert.clone(),
-    };
-    start(remote, agent, vec![step], job, json)
+    start(remote, agent, vec![d.action()], job, json)
+}
+
+impl DeploySteps<'_> {
+    /// The deploy command for the agent.
+    pub fn action(&self) -> Action {
+        let d = self;
+        Action::Deploy {
+            image: d.image.to_string(),
+            targets: d.targets.iter().map(|t| t.display().to_string()).collect(),
+            firmware: d.firmware.map(str::to_string),
+            adapt: d.adapt,
+            scheme: d.choices.scheme,
+            mapping: d.choices.mapping.clone().unwrap_or_default(),
+            convert: d.choices.convert.clone(),
+            relay: d.relay.map(str::to_string),
+        }
+    }
 }

@@ -48,16 +48,28 @@ fn vfat_files(dev: &Path, into: &Path) {
 /// Deploys `image` onto a fresh `size`-byte loop device and checks the
 /// result against the source disk `src`. Returns the target's survey.
 fn deploy_and_check(lib: &Path, image: &str, src: &Path, size: u64, work: &Path) -> Value {
-    let file = work.join(format!("{image}-{size}.img"));
+    let name = format!("{image}-{size}");
+    deploy_and_check_with(&name, src, size, work, |target| {
+        json(ferry(lib).args(["deploy", image, "--target"]).arg(target))
+    })
+}
+
+/// Runs `deploy` (which returns the deploy's JSON report) onto a fresh
+/// `size`-byte loop device and checks the result against the source disk
+/// `src`. Returns the target's survey.
+fn deploy_and_check_with(
+    name: &str,
+    src: &Path,
+    size: u64,
+    work: &Path,
+    deploy: impl FnOnce(&Path) -> Value,
+) -> Value {
+    let file = work.join(format!("{name}.img"));
     ok(Command::new("truncate")
         .args(["-s", &size.to_string()])
         .arg(&file));
     let target = Loop::attach(&file, false, None);
-    let report = json(
-        ferry(lib)
-            .args(["deploy", image, "--target"])
-            .arg(&target.0),
-    );
+    let report = deploy(&target.0);
     let steps = report["disks"][0]["partitions"]
         .as_array()
         .expect("steps")
@@ -381,4 +393,144 @@ fn two_disks_swap_places_and_bios_becomes_uefi() {
             .arg(&part.0));
         assert_eq!(cat.trim(), format!("disk {}", &n[4..]));
     }
+}
+
+/// Every file under `dir` (recursively), relative paths.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).expect("under").display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+const RELAY: &str = "5eed0123456789abcdef0123456789ab";
+
+/// `ferry capture --disk SRC --name NAME --relay RELAY --json` started in
+/// the background: the sending half of a direct migration.
+fn send_directly(lib: &Path, src: &Path, name: &str) -> std::process::Child {
+    ferry(lib)
+        .args(["capture", "--disk"])
+        .arg(src)
+        .args(["--name", name, "--relay", RELAY, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the sender")
+}
+
+/// Issue 8's direct migration, between two ferry processes that share only
+/// the library's store: the GPT server (ESP, /boot, root, swap) streams
+/// onto a bigger disk while it is read. The deploy checks as any other
+/// (fsck, every file, UUIDs, labels, swap), and the library holds nothing
+/// afterwards: no image, no pack, no relay segment.
+#[test]
+fn direct_migration_streams_a_server_onto_its_target_and_stores_nothing() {
+    require!(
+        is_root(),
+        "direct_migration",
+        "needs root for loop devices and mount"
+    );
+    let src = debian_gpt_fixture().join("debian-gpt.img");
+    let work = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let lib = work.path().join("lib");
+    let mut sent = Value::Null;
+    let mut report = Value::Null;
+    let got = deploy_and_check_with("direct", &src, 4 * GIB, work.path(), |target| {
+        let sender = send_directly(&lib, &src, "db01");
+        report = json(
+            ferry(&lib)
+                .args(["deploy", "db01", "--relay", RELAY, "--target"])
+                .arg(target),
+        );
+        let out = sender.wait_with_output().expect("sender");
+        assert!(
+            out.status.success(),
+            "sender: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        sent = serde_json::from_slice(&out.stdout).expect("sender's JSON");
+        report.clone()
+    });
+    let (read, relayed) = (
+        sent["bytes_read"].as_u64().expect("bytes_read"),
+        sent["bytes_sent"].as_u64().expect("bytes_sent"),
+    );
+    let received: u64 = report["disks"][0]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["bytes_fetched"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!(
+        "direct: read {} MiB, relayed {} MiB (compressed), received {} MiB, deploy {:.1} s",
+        read >> 20,
+        relayed >> 20,
+        received >> 20,
+        report["seconds"].as_f64().unwrap_or(0.0)
+    );
+    assert!(read > 300 * MIB && relayed < read, "{sent:#}");
+    // Every chunk sent was received: the partitions' and the head's (a
+    // few hundred bytes, not in a partition's report).
+    assert!(
+        received <= relayed && relayed - received < MIB,
+        "sent {relayed}, received {received}: {report:#}"
+    );
+    assert_eq!(partitions(&got).len(), 4, "{got:#}");
+    let left = files_under(&lib);
+    assert_eq!(
+        left,
+        ["ferry-library.json"],
+        "a direct migration stores nothing in the library"
+    );
+}
+
+/// A direct migration onto a smaller disk would need a file-tree deploy,
+/// which reads the source's file system at random: the receiver refuses it
+/// before writing anything, and its refusal stops the sender.
+#[test]
+fn a_direct_migration_that_needs_a_file_tree_is_refused_and_stops_the_sender() {
+    require!(
+        is_root(),
+        "direct_refusal",
+        "needs root for loop devices and mount"
+    );
+    let src = debian_fixture().join("debian.img");
+    let work = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+    let lib = work.path().join("lib");
+    let target = work.path().join("small.img");
+    ok(Command::new("truncate").args(["-s", "1536M"]).arg(&target));
+    let sender = send_directly(&lib, &src, "web01");
+    let err = fails(
+        ferry(&lib)
+            .args(["deploy", "web01", "--relay", RELAY, "--target"])
+            .arg(&target),
+    );
+    assert!(
+        err.contains("partition 1 needs a file-tree deploy") && err.contains("direct migration"),
+        "{err}"
+    );
+    let out = sender.wait_with_output().expect("sender");
+    let serr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the sender went on");
+    assert!(
+        serr.contains("gave up") && serr.contains("needs a file-tree deploy"),
+        "{serr}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&target).expect("target").blocks(),
+        0,
+        "nothing was written to the target"
+    );
+    assert_eq!(files_under(&lib), ["ferry-library.json"]);
 }

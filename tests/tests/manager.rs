@@ -977,6 +977,7 @@ fn heartbeat_expiry_marks_agents_offline() {
                 number: 2,
                 to: imaging::disk::FsType::Xfs,
             }],
+            relay: None,
         }
     );
     assert_eq!(j.steps[0].state, "sent", "{j:#?}");
@@ -986,7 +987,8 @@ fn heartbeat_expiry_marks_agents_offline() {
         Action::Capture {
             image: "web2".into(),
             disks: vec!["/dev/sda".into(), "/dev/sdb".into()],
-            parent: None
+            parent: None,
+            relay: None,
         }
     );
     assert_eq!(j.online, Some(false));

@@ -13,7 +13,10 @@
 //!    and the file systems have free inodes. Otherwise adapt refuses with
 //!    the list of what is missing.
 //! 3. **Identity:** fstab, crypttab, `resume`, `/etc/default/grub`, BLS
-//!    entries and `menu.lst` name file systems by UUID ([`rewrite`]); stale
+//!    entries and `menu.lst` name file systems by UUID ([`rewrite`]); right
+//!    after a deploy ([`adapt_deployed`]) names of the source machine's
+//!    disks (by-id with their serial or WWN, by-path, the kernel names they
+//!    were captured from) resolve through the image's disks; stale
 //!    device-bound state is removed; the ESP gets an fstab entry after a
 //!    BIOS→UEFI conversion.
 //! 4. **Hosts and network:** `/etc/hosts` from `--hosts`; static network
@@ -204,6 +207,10 @@ pub struct AdaptReport {
     pub changes: Vec<Change>,
     /// What may need a look.
     pub warnings: Vec<String>,
+    /// How edits were decided where the operator should know (a device
+    /// name taken to be on the image's only disk).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Where the backups and this report are, inside the target.
     pub record: String,
 }
@@ -267,6 +274,9 @@ impl AdaptReport {
                 s += &format!("    line {}: {:?} -> {:?}\n", e.line, e.before, e.after);
             }
         }
+        for n in &self.notes {
+            s += &format!("note: {n}\n");
+        }
         for w in &self.warnings {
             s += &format!("warning: {w}\n");
         }
@@ -290,15 +300,34 @@ fn run_name() -> String {
 }
 
 /// Adapts `target` for `opts.hardware`; `progress` receives one line per
-/// step.
+/// step. Device names in the target's configuration resolve against the
+/// target's disks only; right after a deploy, [`adapt_deployed`] also
+/// knows the names the source system gave its disks.
 pub fn adapt(
     target: &AdaptTarget,
     opts: &AdaptOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<AdaptReport, AdaptError> {
+    adapt_deployed(target, opts, &[], progress)
+}
+
+/// [`adapt`] for a target deployed from an image whose disks are
+/// `source` (the manifest's). The migrated system's configuration names
+/// its disks as the source machine saw them: a `/dev/disk/by-id` name with
+/// the source disk's serial or WWN, a `by-path` name, the kernel name it
+/// was captured from. Those resolve through what the named source
+/// partition held to the target file system with the same UUID (see
+/// [`rewrite::devmap`]). With `source` empty this is [`adapt`].
+pub fn adapt_deployed(
+    target: &AdaptTarget,
+    opts: &AdaptOptions,
+    source: &[imaging::manifest::Disk],
+    progress: &mut dyn FnMut(&str),
+) -> Result<AdaptReport, AdaptError> {
+    let sources = target::source_disks(source);
     let t = match target {
-        AdaptTarget::Disks(d) => MountedTarget::open_disks(d)?,
-        AdaptTarget::Root(r) => MountedTarget::open_root(r)?,
+        AdaptTarget::Disks(d) => MountedTarget::open_disks(d, &sources)?,
+        AdaptTarget::Root(r) => MountedTarget::open_root(r, &sources)?,
     };
     progress(&format!("target root mounted at {}", t.root.display()));
     let os = detect::detect(&t.root);
@@ -337,6 +366,7 @@ pub fn adapt(
         bootloader: None,
         changes: Vec::new(),
         warnings: Vec::new(),
+        notes: Vec::new(),
         record: format!("/{}", changes.run_dir_rel()),
     };
     // Preflight: nothing has changed yet, so a refusal needs no rollback
@@ -498,6 +528,9 @@ fn apply(
     report
         .warnings
         .extend(r.warnings.iter().map(|w| format!("/{rel}: {w}")));
+    report
+        .notes
+        .extend(r.notes.iter().map(|n| format!("/{rel}: {n}")));
     if r.changed() {
         let r = r.for_file(&format!("/{rel}"));
         changes.write(rel, r.text.as_bytes(), 0o644, reason, r.edits)?;
@@ -922,6 +955,9 @@ fn grub_config(
     report
         .warnings
         .extend(r.warnings.iter().map(|w| format!("/{cfg}: {w}")));
+    report
+        .notes
+        .extend(r.notes.iter().map(|n| format!("/{cfg}: {n}")));
     let edits = r.for_file(&format!("/{cfg}"));
     changes.write(cfg, edits.text.as_bytes(), 0o644, reason, edits.edits)?;
     Ok(())

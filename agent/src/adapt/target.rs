@@ -10,12 +10,13 @@
 use std::path::{Path, PathBuf};
 
 use imaging::disk::{survey_disk, DiskLayout, FsType, PartitionKind, PartitionTable};
+use imaging::manifest::DiskContent;
 
 use crate::blockdev::{partition_device, reread_partitions, LoopDevice};
 use crate::mkfs::{mount_temp, FsKind, TempMount};
 use crate::tool::{MOUNT, UMOUNT};
 
-use super::rewrite::devmap::{DeviceMap, FsIdentity};
+use super::rewrite::devmap::{DeviceMap, FsIdentity, SourceDisk};
 use super::AdaptError;
 
 /// One target disk.
@@ -116,10 +117,36 @@ pub fn device_map(layouts: &[&DiskLayout]) -> DeviceMap {
                 fs_type: fs.fs_type.blkid_name().to_string(),
                 source_serial: d.serial.clone(),
                 source_wwn: d.wwn.clone(),
+                source_model: d.model.clone(),
             });
         }
     }
     DeviceMap::new(out)
+}
+
+/// The disks of an image as [`SourceDisk`]s: what a deployed system's
+/// configuration was written for. A disk captured whole (raw) has no
+/// survey: it counts as a disk, but nothing resolves through it.
+pub fn source_disks(disks: &[imaging::manifest::Disk]) -> Vec<SourceDisk> {
+    disks
+        .iter()
+        .map(|d| {
+            let layout = match &d.content {
+                DiskContent::Partitioned { layout, .. } => Some(layout),
+                DiskContent::Whole { .. } => None,
+            };
+            SourceDisk {
+                name: format!("{} ({})", d.name, d.source),
+                path: d.source.starts_with("/dev/").then(|| d.source.clone()),
+                model: layout.and_then(|l| l.model.clone()),
+                serial: layout.and_then(|l| l.serial.clone()),
+                wwn: layout.and_then(|l| l.wwn.clone()),
+                filesystems: layout
+                    .map(|l| device_map(&[l]).filesystems().to_vec())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 /// Every file system on `disks`.
@@ -169,8 +196,13 @@ pub fn fstab_entries(text: &str) -> Vec<(String, String, String, String)> {
 impl MountedTarget {
     /// Opens target disks (block devices or image files), finds the root
     /// file system (the one with `/etc/fstab` and an os-release) and
-    /// mounts it and its fstab's local file systems.
-    pub fn open_disks(paths: &[PathBuf]) -> Result<MountedTarget, AdaptError> {
+    /// mounts it and its fstab's local file systems. `sources` are the
+    /// disks of the image the target was deployed from, when known (see
+    /// [`source_disks`]): names of theirs then resolve too.
+    pub fn open_disks(
+        paths: &[PathBuf],
+        sources: &[SourceDisk],
+    ) -> Result<MountedTarget, AdaptError> {
         let mut disks = Vec::new();
         for p in paths {
             let meta = std::fs::metadata(p).map_err(|e| AdaptError::Io {
@@ -202,7 +234,8 @@ impl MountedTarget {
         let devmap = with_target_names(
             device_map(&disks.iter().map(|d| &d.layout).collect::<Vec<_>>()),
             &disks,
-        );
+        )
+        .with_source_disks(sources.to_vec());
         let esp = disks.iter().enumerate().find_map(|(i, d)| {
             let p = d.layout.partitions.iter().find(|p| p.is_esp())?;
             filesystems
@@ -254,7 +287,8 @@ impl MountedTarget {
     /// systems below it). The device map comes from the disks holding
     /// the file systems mounted at and below it, when those are block
     /// devices; otherwise it is empty (references cannot be resolved).
-    pub fn open_root(root: &Path) -> Result<MountedTarget, AdaptError> {
+    /// `sources` as for [`MountedTarget::open_disks`].
+    pub fn open_root(root: &Path, sources: &[SourceDisk]) -> Result<MountedTarget, AdaptError> {
         let root = std::fs::canonicalize(root).map_err(|e| AdaptError::Io {
             action: "opening",
             path: root.display().to_string(),
@@ -277,7 +311,8 @@ impl MountedTarget {
         let devmap = with_target_names(
             device_map(&disks.iter().map(|d| &d.layout).collect::<Vec<_>>()),
             &disks,
-        );
+        )
+        .with_source_disks(sources.to_vec());
         let filesystems = filesystems_of(&disks);
         let esp = filesystems.iter().find(|f| {
             disks[f.disk]
@@ -426,4 +461,127 @@ fn mounted_disks(root: &Path) -> (Vec<PathBuf>, Option<PathBuf>) {
         }
     }
     (out, root_dev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imaging::disk::{BootArea, Filesystem, Partition, Role};
+    use imaging::manifest::{BlockStream, Disk, PartitionContent, PartitionImage};
+
+    fn stream() -> BlockStream {
+        BlockStream {
+            size: 0,
+            list: imaging::ChunkId([0; 32]),
+            extents: 0,
+            chunks: 0,
+            data_bytes: 0,
+            hole_bytes: 0,
+            unused_bytes: 0,
+        }
+    }
+
+    /// An MBR disk with an ext4 on partition 3, as a capture of `/dev/sda`
+    /// with the given identity records it.
+    fn captured(serial: Option<&str>, wwn: Option<&str>) -> Disk {
+        let root = Partition {
+            number: 3,
+            start: 1 << 20,
+            size: 1 << 30,
+            kind: PartitionKind::Mbr {
+                type_code: 0x83,
+                bootable: false,
+                logical: false,
+                first_lba: 2048,
+                sectors: 1 << 21,
+            },
+            role: Role::Linux,
+            filesystem: Some(Filesystem {
+                fs_type: FsType::Ext4,
+                version: None,
+                uuid: Some("5c1d7e2a-3b4f-4a60-8d19-2e7f0a6b1c03".into()),
+                label: Some("root".into()),
+                size: None,
+                used: None,
+                block_size: None,
+                problem: None,
+            }),
+        };
+        Disk {
+            name: "disk0".into(),
+            source: "/dev/sda".into(),
+            size: 2 << 30,
+            content: DiskContent::Partitioned {
+                layout: DiskLayout {
+                    size: 2 << 30,
+                    logical_sector_size: 512,
+                    physical_sector_size: 512,
+                    model: Some("QEMU HARDDISK".into()),
+                    serial: serial.map(str::to_string),
+                    wwn: wwn.map(str::to_string),
+                    table: PartitionTable::Mbr {
+                        disk_signature: "fe77a003".into(),
+                        sector_size: 512,
+                    },
+                    partitions: vec![root],
+                    boot: BootArea::default(),
+                },
+                head: stream(),
+                partitions: vec![PartitionImage {
+                    number: 3,
+                    content: PartitionContent::Full { stream: stream() },
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn an_images_disks_become_source_disks() {
+        let raw = Disk {
+            name: "disk1".into(),
+            source: "/srv/images/data.img".into(),
+            size: 1 << 30,
+            content: DiskContent::Whole { stream: stream() },
+        };
+        let sources = source_disks(&[captured(Some("FERRYSPLITSOURCE"), None), raw]);
+        assert_eq!(sources.len(), 2, "a raw disk still counts");
+        let s = &sources[0];
+        assert_eq!(s.name, "disk0 (/dev/sda)");
+        assert_eq!(s.path.as_deref(), Some("/dev/sda"));
+        assert_eq!(s.serial.as_deref(), Some("FERRYSPLITSOURCE"));
+        assert_eq!(s.model.as_deref(), Some("QEMU HARDDISK"));
+        assert_eq!(s.filesystems.len(), 1);
+        let fs = &s.filesystems[0];
+        assert_eq!(fs.partition, Some(3));
+        assert_eq!(
+            fs.uuid.as_deref(),
+            Some("5c1d7e2a-3b4f-4a60-8d19-2e7f0a6b1c03")
+        );
+        assert_eq!(fs.partuuid.as_deref(), Some("fe77a003-03"));
+        assert_eq!(sources[1].path, None, "an image file is no device name");
+        assert!(sources[1].filesystems.is_empty());
+    }
+
+    #[test]
+    fn the_split_fixtures_root_resolves_on_a_target_with_another_serial() {
+        // The target after the deploy: the same file system, another disk.
+        let mut target = captured(Some("TARGET0001"), None);
+        let DiskContent::Partitioned { layout, .. } = &mut target.content else {
+            unreachable!("captured() is partitioned");
+        };
+        let spec = "/dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part3";
+        let map = device_map(&[layout]).with_disk_name(0, "/dev/vda");
+        assert!(map.resolve(spec).is_none());
+        // Old images (no serial, the kernel's T10 id) and new ones.
+        let t10 = format!("t10.ATA     {:<40}FERRYSPLITSOURCE", "QEMU HARDDISK");
+        for image in [
+            captured(Some("FERRYSPLITSOURCE"), None),
+            captured(None, Some(&t10)),
+        ] {
+            let map = map.clone().with_source_disks(source_disks(&[image]));
+            let fs = map.resolve(spec).expect("the source disk's partition 3");
+            assert_eq!((fs.disk_index, fs.partition), (0, Some(3)));
+            assert_eq!(map.note(spec), None);
+        }
+    }
 }

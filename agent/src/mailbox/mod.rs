@@ -370,6 +370,11 @@ pub enum Action {
         /// Parent image for an incremental capture.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         parent: Option<String>,
+        /// Direct migration: stream the capture through this relay (32 hex
+        /// digits) of the library's store to a deploying agent instead of
+        /// storing it; `image` is then only the migration's label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<String>,
     },
     /// Deploy `image` onto disks of the agent's machine.
     Deploy {
@@ -392,6 +397,11 @@ pub enum Action {
         /// File-system type changes (`{"disk":0,"number":2,"to":"xfs"}`).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         convert: Vec<crate::plan::FsConvert>,
+        /// Direct migration: deploy what a capturing agent streams through
+        /// this relay (32 hex digits) instead of a stored image; `image` is
+        /// then only the migration's label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<String>,
     },
     /// Adapt the OS on these disks to this machine (`ferry adapt`).
     Adapt {

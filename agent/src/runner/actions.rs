@@ -5,7 +5,8 @@
 //! |---|---|
 //! | `survey` | `{"hardware": HardwareSurvey, "disks": [{"path", "layout" or "error"}]}` |
 //! | `capture` | `{"image", "size", "disks", "stats": CaptureStats}` |
-//! | `deploy` | `{"deploy": DeployReport, "adapt": AdaptReport?}` |
+//! | `capture` with `relay` | `{"relay", "disks", "stats": SendStats, "bytes_relayed"}` (direct migration, sending side) |
+//! | `deploy` (with or without `relay`) | `{"deploy": DeployReport, "adapt": AdaptReport?}` |
 //! | `adapt` | `AdaptReport` |
 //! | `shell` | `{"exit_code", "signal", "stdout", "stderr", "truncated"}` ([`super::shell`]) |
 //! | `reboot`, `poweroff`, `kexec` | `{"action", "done"}`; `done: false` when power actions are not allowed |
@@ -17,12 +18,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use imaging::direct::{Receiver, RelayReader, RelayTimeouts, RelayWriter};
 use imaging::{CaptureRequest, DiskMode, Library, ProgressSink};
 use serde_json::{json, Value};
 
 use super::{kexec, shell, RunnerConfig};
-use crate::adapt::{adapt, AdaptError, AdaptOptions, AdaptTarget, Hardware, NetworkMode};
-use crate::deploy::{deploy, probe_target, DeployError, DeployOptions};
+use crate::adapt::{adapt_deployed, AdaptError, AdaptOptions, AdaptTarget, Hardware, NetworkMode};
+use crate::deploy::{
+    deploy, deploy_direct, direct_manifest, probe_target, DeployError, DeployOptions, DeployReport,
+};
 use crate::mailbox::Action;
 use crate::plan::{plan, Firmware, PlanError, PlanOptions};
 use crate::survey::{survey, HardwareSurvey, SurveyError};
@@ -231,9 +235,21 @@ pub struct Context<'a> {
 pub fn describe(a: &Action) -> String {
     match a {
         Action::Survey => "survey".into(),
+        Action::Capture {
+            image,
+            disks,
+            relay: Some(_),
+            ..
+        } => format!("send {} directly as {image}", disks.join(", ")),
         Action::Capture { image, disks, .. } => {
             format!("capture {} as {image}", disks.join(", "))
         }
+        Action::Deploy {
+            image,
+            targets,
+            relay: Some(_),
+            ..
+        } => format!("receive {image} directly onto {}", targets.join(", ")),
         Action::Deploy { image, targets, .. } => {
             format!("deploy {image} onto {}", targets.join(", "))
         }
@@ -255,7 +271,14 @@ pub fn perform(ctx: &Context<'_>, action: &Action) -> Result<Outcome, ActionErro
         Action::Capture {
             image,
             disks,
+            relay: Some(relay),
+            ..
+        } => do_send(ctx, image, disks, relay),
+        Action::Capture {
+            image,
+            disks,
             parent,
+            relay: None,
         } => do_capture(ctx, image, disks, parent.clone()),
         Action::Deploy {
             image,
@@ -265,6 +288,7 @@ pub fn perform(ctx: &Context<'_>, action: &Action) -> Result<Outcome, ActionErro
             scheme,
             mapping,
             convert,
+            relay,
         } => {
             let choices = PlanOptions {
                 firmware: None,
@@ -272,11 +296,21 @@ pub fn perform(ctx: &Context<'_>, action: &Action) -> Result<Outcome, ActionErro
                 mapping: (!mapping.is_empty()).then(|| mapping.clone()),
                 convert: convert.clone(),
             };
-            do_deploy(ctx, image, targets, firmware.as_deref(), choices, *adapt)
+            let d = DeployRequest {
+                image,
+                targets,
+                firmware: firmware.as_deref(),
+                choices,
+                adapt: *adapt,
+            };
+            match relay {
+                Some(relay) => do_receive(ctx, &d, relay),
+                None => do_deploy(ctx, &d),
+            }
         }
         Action::Adapt { disks, network } => {
             let disks: Vec<PathBuf> = disks.iter().map(PathBuf::from).collect();
-            let report = do_adapt(ctx, &disks, network.as_deref())?;
+            let report = do_adapt(ctx, &disks, network.as_deref(), &[])?;
             Ok(Outcome::value(to_value(&report)))
         }
         Action::Shell { command, timeout_s } => {
@@ -399,65 +433,183 @@ fn parse_firmware(s: &str) -> Result<Firmware, ActionError> {
     }
 }
 
-fn do_deploy(
-    ctx: &Context<'_>,
-    image: &str,
-    targets: &[String],
-    firmware: Option<&str>,
+/// What a deploy command asks for.
+struct DeployRequest<'a> {
+    image: &'a str,
+    targets: &'a [String],
+    firmware: Option<&'a str>,
     choices: PlanOptions,
-    then_adapt: bool,
-) -> Result<Outcome, ActionError> {
-    let firmware = match firmware {
-        Some(f) => parse_firmware(f)?,
-        None => ctx.survey.firmware,
-    };
+    adapt: bool,
+}
+
+impl DeployRequest<'_> {
+    fn err(&self, source: DeployError) -> ActionError {
+        ActionError::Deploy {
+            image: self.image.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Plans the deploy of `disks` (an image's or a direct stream's) onto
+    /// the target disks.
+    fn plan(
+        &self,
+        ctx: &Context<'_>,
+        disks: &[imaging::manifest::Disk],
+    ) -> Result<crate::plan::DeployPlan, ActionError> {
+        let firmware = match self.firmware {
+            Some(f) => parse_firmware(f)?,
+            None => ctx.survey.firmware,
+        };
+        let targets = self
+            .targets
+            .iter()
+            .map(|t| probe_target(Path::new(t)).map_err(|e| self.err(e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let opts = PlanOptions {
+            firmware: Some(firmware),
+            ..self.choices.clone()
+        };
+        plan(disks, &targets, &opts).map_err(|source| ActionError::Plan {
+            image: self.image.to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    /// The response: the deploy report, and the adapt report when asked;
+    /// adapt knows the deployed image's disks (`image_disks`, the
+    /// manifest's), so names the source system gave them resolve.
+    fn finish(
+        &self,
+        ctx: &Context<'_>,
+        report: DeployReport,
+        image_disks: &[imaging::manifest::Disk],
+    ) -> Result<Outcome, ActionError> {
+        let adapted = if self.adapt {
+            let paths: Vec<PathBuf> = self.targets.iter().map(PathBuf::from).collect();
+            Some(to_value(&do_adapt(ctx, &paths, None, image_disks)?))
+        } else {
+            None
+        };
+        Ok(Outcome::value(json!({
+            "deploy": report,
+            "adapt": adapted,
+        })))
+    }
+}
+
+fn do_deploy(ctx: &Context<'_>, d: &DeployRequest<'_>) -> Result<Outcome, ActionError> {
     let lib = Arc::new(open_library(ctx.cfg, false)?);
-    let m = lib.manifest(image).map_err(|source| ActionError::Image {
-        image: image.to_string(),
+    let m = lib.manifest(d.image).map_err(|source| ActionError::Image {
+        image: d.image.to_string(),
         source: Box::new(source),
     })?;
-    let deploy_err = |source| ActionError::Deploy {
-        image: image.to_string(),
-        source: Box::new(source),
-    };
-    let disks = targets
-        .iter()
-        .map(|t| probe_target(Path::new(t)).map_err(deploy_err))
-        .collect::<Result<Vec<_>, _>>()?;
-    let opts = PlanOptions {
-        firmware: Some(firmware),
-        ..choices
-    };
-    let p = plan(&m.disks, &disks, &opts).map_err(|source| ActionError::Plan {
-        image: image.to_string(),
-        source: Box::new(source),
-    })?;
+    let p = d.plan(ctx, &m.disks)?;
     let log = |line: &str| tracing::info!("{line}");
     let report = deploy(
         &lib,
-        image,
+        d.image,
         &p,
         &DeployOptions::default(),
         ctx.progress,
         &log,
     )
-    .map_err(deploy_err)?;
-    let adapted = if then_adapt {
-        let paths: Vec<PathBuf> = targets.iter().map(PathBuf::from).collect();
-        Some(to_value(&do_adapt(ctx, &paths, None)?))
-    } else {
-        None
+    .map_err(|e| d.err(e))?;
+    d.finish(ctx, report, &m.disks)
+}
+
+/// Direct migration, receiving side: plans from the layout the capturing
+/// agent sends through `relay`, then writes its streams as they arrive.
+/// On any failure the relay is aborted, so the sender stops too.
+fn do_receive(
+    ctx: &Context<'_>,
+    d: &DeployRequest<'_>,
+    relay: &str,
+) -> Result<Outcome, ActionError> {
+    let lib = open_library(ctx.cfg, false)?;
+    let reader = RelayReader::new(lib.store(), relay, RelayTimeouts::default())
+        .map_err(|e| ActionError::Refused(e.to_string()))?;
+    let name = reader.name();
+    tracing::info!(
+        "direct migration {}: waiting for the sender on {name}",
+        d.image
+    );
+    let mut rx = match Receiver::open(reader, &name) {
+        Ok(rx) => rx,
+        Err(e) => {
+            // The reader is gone with the failed open; tell the sender.
+            imaging::direct::abort(lib.store(), relay, &error_chain(&e));
+            return Err(d.err(DeployError::Image(e)));
+        }
     };
+    let m = direct_manifest(rx.layout());
+    let log = |line: &str| tracing::info!("{line}");
+    let result = d.plan(ctx, &m.disks).and_then(|p| {
+        deploy_direct(
+            &mut rx,
+            &m,
+            &p,
+            &DeployOptions::default(),
+            ctx.progress,
+            &log,
+        )
+        .map_err(|e| d.err(e))
+    });
+    let reader = rx.into_inner();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            reader.abort(&error_chain(&e));
+            return Err(e);
+        }
+    };
+    if let Err(e) = reader.close() {
+        tracing::warn!("direct migration {}: cleaning up {name}: {e}", d.image);
+    }
+    d.finish(ctx, report, &m.disks)
+}
+
+/// Direct migration, sending side: streams `disks` through `relay`.
+fn do_send(
+    ctx: &Context<'_>,
+    label: &str,
+    disks: &[String],
+    relay: &str,
+) -> Result<Outcome, ActionError> {
+    if disks.is_empty() {
+        return Err(ActionError::Refused(format!(
+            "direct migration {label}: no disks given"
+        )));
+    }
+    let lib = open_library(ctx.cfg, false)?;
+    let mut w = RelayWriter::new(lib.store(), relay, RelayTimeouts::default())
+        .map_err(|e| ActionError::Refused(e.to_string()))?;
+    let sources: Vec<PathBuf> = disks.iter().map(PathBuf::from).collect();
+    let err = |source| ActionError::Capture {
+        image: label.to_string(),
+        source: Box::new(source),
+    };
+    // The last segment goes out in both cases: on failure it carries the
+    // reason to the receiver.
+    let stats = imaging::direct::send(&sources, label, &mut w, ctx.progress);
+    let sent = w.finish();
+    let stats = stats.map_err(err)?;
+    let sent = sent.map_err(|e| err(imaging::Error::io("sending", format!("relay {relay}"), e)))?;
     Ok(Outcome::value(json!({
-        "deploy": report,
-        "adapt": adapted,
+        "relay": relay,
+        "disks": disks.len(),
+        "stats": stats,
+        "bytes_relayed": sent,
     })))
 }
 
+/// Adapts the OS on `disks`; `image_disks` are the disks (the manifest's)
+/// of the image just deployed onto them, empty when adapt runs alone.
 fn do_adapt(
     ctx: &Context<'_>,
     disks: &[PathBuf],
     network: Option<&str>,
+    image_disks: &[imaging::manifest::Disk],
 ) -> Result<crate::adapt::AdaptReport, ActionError> {
     let network = match network.unwrap_or("keep") {
         "keep" => NetworkMode::Keep,
@@ -486,7 +638,8 @@ fn do_adapt(
         .map(|d| d.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let report = adapt(&AdaptTarget::Disks(disks.to_vec()), &opts, &mut |line| {
+    let target = AdaptTarget::Disks(disks.to_vec());
+    let report = adapt_deployed(&target, &opts, image_disks, &mut |line| {
         tracing::info!("adapt: {line}")
     })
     .map_err(|source| ActionError::Adapt {

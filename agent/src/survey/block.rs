@@ -89,17 +89,10 @@ pub(crate) fn scan(fs: &Sysfs, pci: &[PciDevice]) -> Vec<Disk> {
 }
 
 /// The serial number in a SCSI device's VPD page 0x80 (Unit Serial
-/// Number): byte 1 is the page code, bytes 2-3 the length, then ASCII.
+/// Number), parsed as the disk survey does ([`imaging::disk::vpd_unit_serial`]).
 fn vpd_serial(device: &Path) -> Option<String> {
     let page = std::fs::read(device.join("vpd_pg80")).ok()?;
-    if page.get(1) != Some(&0x80) {
-        return None;
-    }
-    let len = u16::from_be_bytes([*page.get(2)?, *page.get(3)?]) as usize;
-    let serial = page.get(4..4 + len)?;
-    let serial = String::from_utf8_lossy(serial);
-    let serial = serial.trim_matches(|c: char| c.is_whitespace() || c == '\0');
-    (!serial.is_empty()).then(|| serial.to_string())
+    imaging::disk::vpd_unit_serial(&page)
 }
 
 #[cfg(test)]
@@ -113,13 +106,6 @@ mod tests {
         page.extend_from_slice(b"QM00001             ");
         std::fs::write(dir.path().join("vpd_pg80"), &page).expect("write");
         assert_eq!(vpd_serial(dir.path()).as_deref(), Some("QM00001"));
-        std::fs::write(dir.path().join("vpd_pg80"), [0, 0x80, 0, 40, b'X']).expect("write");
-        assert_eq!(
-            vpd_serial(dir.path()),
-            None,
-            "a truncated page is no serial"
-        );
-        std::fs::write(dir.path().join("vpd_pg80"), [0, 0x83, 0, 1, b'X']).expect("write");
-        assert_eq!(vpd_serial(dir.path()), None, "another page is no serial");
+        assert_eq!(vpd_serial(&dir.path().join("none")), None);
     }
 }

@@ -56,6 +56,7 @@ mod sysfs;
 pub mod table;
 
 pub use fs::{Filesystem, FsType};
+pub use sysfs::{normalize_wwid, vpd_unit_serial};
 
 use region::Region;
 
@@ -71,11 +72,17 @@ pub struct DiskLayout {
     /// The device's model (sysfs `device/model`), for block devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// The device's serial number (sysfs `device/serial` or `serial`).
+    /// The device's serial number as udev puts it into by-id names (sysfs
+    /// `device/serial` or `serial`, else SCSI VPD page 0x80 in
+    /// `device/vpd_pg80`). Images captured before ferry read VPD page 0x80
+    /// lack it for SCSI and ATA disks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
-    /// The device's world-wide name (sysfs `device/wwid` or `wwid`), e.g.
-    /// `naa.5000c500a1b2c3d4` or `eui.0025388b91b2c3d4`.
+    /// The device's world-wide name (sysfs `wwid` or `device/wwid`) in the
+    /// form of [`normalize_wwid`], e.g. `naa.5000c500a1b2c3d4`,
+    /// `eui.0025388b91b2c3d4` or, for an ATA disk without a WWN,
+    /// `t10.ATA     QEMU HARDDISK …  QM00001` (fixed-width fields). Images
+    /// captured earlier may hold upper-case hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wwn: Option<String>,
     /// The partition table.
@@ -258,8 +265,9 @@ pub enum BootCode {
 /// on a block device whose sysfs entry gives no sector size.
 ///
 /// For a block device, identity and sector sizes come from
-/// `sys_root/sys/class/block/<name>/…` (`device/model`, `device/serial` or
-/// `serial`, `device/wwid` or `wwid`, `queue/logical_block_size`,
+/// `sys_root/sys/class/block/<name>/…` (`device/model`, `device/serial`,
+/// `serial` or `device/vpd_pg80`, `wwid` or `device/wwid`,
+/// `queue/logical_block_size`,
 /// `queue/physical_block_size`; a partition's come from its parent), so
 /// tests can pass a fixture root; production passes `/`. Image files are
 /// 512/512 with no identity. The device is opened read-only and never

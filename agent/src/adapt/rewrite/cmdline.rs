@@ -25,15 +25,18 @@ pub(crate) const REASON: &str = "kernel command line names its devices by UUID";
 pub(crate) struct Args {
     pub(crate) text: String,
     pub(crate) warnings: Vec<String>,
+    /// [`DeviceMap::note`]s of the references rewritten.
+    pub(crate) notes: Vec<String>,
 }
 
 /// Rewrites the device references in the arguments `args`.
 pub(crate) fn rewrite_args(args: &str, map: &DeviceMap) -> Args {
     let mut text = String::with_capacity(args.len() + 64);
     let mut warnings = Vec::new();
+    let mut notes = Vec::new();
     for (sep, arg) in split(args) {
         text.push_str(sep);
-        match rewrite_arg(arg, map) {
+        match rewrite_arg(arg, map, &mut notes) {
             Ok(Some(new)) => text.push_str(&new),
             Ok(None) => text.push_str(arg),
             Err(warning) => {
@@ -42,7 +45,11 @@ pub(crate) fn rewrite_args(args: &str, map: &DeviceMap) -> Args {
             }
         }
     }
-    Args { text, warnings }
+    Args {
+        text,
+        warnings,
+        notes,
+    }
 }
 
 /// Rewrites the command line file of kernel-install and systemd-boot
@@ -66,6 +73,9 @@ pub(crate) fn rewrite_line_part(doc: &mut Document, i: usize, part: Range<usize>
     for w in args.warnings {
         doc.warn(format!("line {}: {w}", i + 1));
     }
+    for n in args.notes {
+        doc.note(format!("line {}: {n}", i + 1));
+    }
     let new = format!("{}{}{}", &line[..part.start], args.text, &line[part.end..]);
     doc.replace(i, new, REASON);
 }
@@ -77,8 +87,13 @@ pub(crate) fn rewrite_line_from(doc: &mut Document, i: usize, start: usize, map:
 }
 
 /// `Ok(Some(new))` for an argument to replace, `Ok(None)` to keep, `Err`
-/// with a warning for a device reference that stays.
-fn rewrite_arg(arg: &str, map: &DeviceMap) -> Result<Option<String>, String> {
+/// with a warning for a device reference that stays; a replacement's
+/// [`DeviceMap::note`] goes to `notes`.
+fn rewrite_arg(
+    arg: &str,
+    map: &DeviceMap,
+    notes: &mut Vec<String>,
+) -> Result<Option<String>, String> {
     let Some(param) = DEVICE_PARAMS.iter().find(|p| arg.starts_with(*p)) else {
         return Ok(None);
     };
@@ -89,7 +104,10 @@ fn rewrite_arg(arg: &str, map: &DeviceMap) -> Result<Option<String>, String> {
         (value, "")
     };
     match map.stabilize(device) {
-        Stabilized::Rewritten(new) => Ok(Some(format!("{param}{new}{rest}"))),
+        Stabilized::Rewritten(new) => {
+            notes.extend(map.note(device));
+            Ok(Some(format!("{param}{new}{rest}")))
+        }
         Stabilized::Unresolved => Err(format!(
             "{param}{device} names no single surveyed file system; left as is"
         )),
@@ -214,6 +232,27 @@ mod tests {
             .map(|(_, a)| a)
             .collect();
         assert_eq!(got, ["a", "\"b c\"", "d=\"e f\"", "g"]);
+    }
+
+    #[test]
+    fn guessed_references_are_noted() {
+        let map = deployed().with_source_disks(vec![split_source()]);
+        let got = rewrite_args(
+            "root=/dev/disk/by-path/pci-0000:00:01.1-ata-1-part3 resume=/dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part2 ro",
+            &map,
+        );
+        assert_eq!(
+            got.text,
+            format!("{} {} ro", arg("root", ROOT3), arg("resume", SWAP3))
+        );
+        assert!(got.warnings.is_empty(), "{:?}", got.warnings);
+        assert_eq!(
+            got.notes.len(),
+            1,
+            "only the by-path root was a guess: {:?}",
+            got.notes
+        );
+        assert!(got.notes[0].contains("only disk"), "{:?}", got.notes);
     }
 
     #[test]

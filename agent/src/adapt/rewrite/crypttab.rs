@@ -25,11 +25,16 @@ pub fn rewrite_crypttab(text: &str, map: &DeviceMap) -> Rewritten {
         };
         let (name, source) = (&line[name.clone()], &line[source.clone()]);
         match map.stabilize(source) {
-            Stabilized::Rewritten(new) => doc.replace(
-                i,
-                replace_field(&line, &ranges, 1, &new),
-                "encrypted device named by UUID, which survives the move to other disks",
-            ),
+            Stabilized::Rewritten(new) => {
+                doc.replace(
+                    i,
+                    replace_field(&line, &ranges, 1, &new),
+                    "encrypted device named by UUID, which survives the move to other disks",
+                );
+                if let Some(note) = map.note(source) {
+                    doc.note(format!("line {}: {note}", i + 1));
+                }
+            }
             Stabilized::Unresolved | Stabilized::StableUnknown => doc.warn(format!(
                 "line {}: {source} (for {name}) names no surveyed device; left as is",
                 i + 1

@@ -1,12 +1,16 @@
 //! How the migrated system's file systems are named, and which of those
 //! names survive a move to other hardware.
 //!
-//! The caller builds a [`DeviceMap`] from the source image's disk survey:
-//! one [`FsIdentity`] per file system (or swap, LUKS container, raw
-//! partition), with the position of its disk among the source disks.
-//! [`DeviceMap::resolve`] finds the file system a device reference in a
-//! configuration file means; [`DeviceMap::stabilize`] says what the
-//! reference should become.
+//! The caller builds a [`DeviceMap`] from a disk survey: one
+//! [`FsIdentity`] per file system (or swap, LUKS container, raw
+//! partition), with the position of its disk among the surveyed disks.
+//! `ferry adapt` surveys the target's disks after the deploy; it then adds
+//! the image's own disks ([`DeviceMap::with_source_disks`]), which carry
+//! the serials, WWNs and device paths the migrated system's configuration
+//! was written for. [`DeviceMap::resolve`] finds the (target) file system a
+//! device reference in a configuration file means; [`DeviceMap::stabilize`]
+//! says what the reference should become, and [`DeviceMap::note`] when
+//! that was a guess the report should mention.
 //!
 //! # What is stable
 //!
@@ -27,10 +31,12 @@
 //!
 //! # Finding the disk
 //!
-//! - Kernel names: when the caller registered the source disks' names
+//! Without source disks:
+//!
+//! - Kernel names: when the caller registered the disks' names
 //!   ([`DeviceMap::with_disk_name`], from the survey's device paths), only
 //!   those count. Otherwise the letter or number is the position among the
-//!   source disks (`sdc` and `vdc` → disk 2, `nvme1n1` and `mmcblk1` →
+//!   surveyed disks (`sdc` and `vdc` → disk 2, `nvme1n1` and `mmcblk1` →
 //!   disk 1; other NVMe namespaces than 1 resolve to nothing).
 //! - `by-id`: a registered name, else the disk whose serial or WWN the id
 //!   contains, else the only disk when there is one and its serial and WWN
@@ -39,6 +45,32 @@
 //! - `by-path`: a registered name, else the only disk. Bus positions are
 //!   not guessed from: they change with the hardware, and a wrong guess
 //!   mounts the wrong file system, which is worse than a warning.
+//!
+//! With source disks, a name that means a source disk resolves to the
+//! target file system carrying the UUID (else the PARTUUID) of what that
+//! disk's partition held: a deploy keeps them, even where it renumbers
+//! partitions. In order:
+//!
+//! - Kernel names: a name registered for a target disk (tools run in the
+//!   chroot write the agent's names) and a source disk's capture path
+//!   (`/dev/sda`) both count; when both match and disagree, nothing
+//!   resolves. Without kernel names among the capture paths, the position
+//!   among the source disks. The target disks' positions are not guessed
+//!   from.
+//! - `by-id` and `by-path`: a source disk's capture path, a name registered
+//!   for a target disk; for `by-id`, the source disk whose serial or WWN
+//!   (or model and serial, as udev composes `ata-<model>_<serial>`) the id
+//!   contains, then the target disk whose does. Failing those, when the
+//!   image has a single disk: that disk, for `by-path` always and for
+//!   `by-id` when the disk's serial and WWN are unknown, with a
+//!   [note](DeviceMap::note). With several source disks nothing is
+//!   guessed.
+//!
+//! Hardware ids are compared as udev writes them: lower case, whitespace
+//! and other characters udev replaces as `_`, WWNs as hex without `naa.`,
+//! `eui.` or `0x` (`wwn-0x5000c500a1b2c3d4` is `naa.5000c500a1b2c3d4`), an
+//! ATA disk's T10 id (`t10.ATA`, padded to 8 characters, the model padded
+//! to 40, the serial) as its model and serial.
 //!
 //! A partition suffix (`1`, `p1`, `-part1`) picks the file system on that
 //! partition; no suffix picks a file system on the whole disk (a
@@ -63,10 +95,46 @@ pub struct FsIdentity {
     pub partuuid: Option<String>,
     /// blkid's type (`ext4`, `swap`, `crypto_LUKS`, …).
     pub fs_type: String,
-    /// Serial number of the source disk.
+    /// Serial number of its disk.
     pub source_serial: Option<String>,
-    /// WWN of the source disk (`0x5000c500a1b2c3d4`).
+    /// WWN of its disk (`naa.5000c500a1b2c3d4`, `0x5000c500a1b2c3d4`,
+    /// `eui.…`, `t10.…`).
     pub source_wwn: Option<String>,
+    /// Model of its disk (sysfs `device/model`).
+    #[serde(default)]
+    pub source_model: Option<String>,
+}
+
+/// A disk of the system as it was captured: a disk of the image the
+/// target was deployed from. The migrated system's configuration names
+/// its disks as they were then (by serial, WWN, device path or position),
+/// which the target's disks no longer carry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceDisk {
+    /// How notes name it (`disk0 (/dev/sda)`).
+    pub name: String,
+    /// The device it was captured from (`/dev/sda`, `/dev/disk/by-id/…`),
+    /// `None` for an image file.
+    pub path: Option<String>,
+    /// Its model (sysfs `device/model`).
+    pub model: Option<String>,
+    /// Its serial number.
+    pub serial: Option<String>,
+    /// Its WWN (`naa.…`, `eui.…`, `t10.…`, `0x…`).
+    pub wwn: Option<String>,
+    /// What it held: of each, the partition number, UUID and PARTUUID count
+    /// (`disk_index` does not).
+    pub filesystems: Vec<FsIdentity>,
+}
+
+impl SourceDisk {
+    fn hardware_ids(&self) -> Vec<String> {
+        hardware_ids(
+            self.model.as_deref(),
+            self.serial.as_deref(),
+            self.wwn.as_deref(),
+        )
+    }
 }
 
 /// How a device reference is written.
@@ -124,9 +192,21 @@ pub enum Stabilized {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeviceMap {
     filesystems: Vec<FsIdentity>,
-    /// Names of source disks, without `/dev/`: `sda`, `nvme0n1`,
+    /// Names of the disks, without `/dev/`: `sda`, `nvme0n1`,
     /// `disk/by-id/ata-…`, `disk/by-path/pci-…`.
     disk_names: Vec<(usize, String)>,
+    /// The image's disks the target was deployed from, in image order.
+    sources: Vec<SourceDisk>,
+}
+
+/// The disk a device name means.
+#[derive(Debug)]
+enum Place {
+    /// Disk `n` of the map's file systems (the target).
+    Target(usize),
+    /// Source disk `n`; `true` when it is the image's only disk, taken for
+    /// a name that matches no disk.
+    Source(usize, bool),
 }
 
 /// `UUID=<uuid>`, or `PARTUUID=<partuuid>` for what has no UUID; `None`
@@ -174,15 +254,23 @@ impl DeviceMap {
         Self {
             filesystems,
             disk_names: Vec::new(),
+            sources: Vec::new(),
         }
     }
 
-    /// Registers a name the source system used for disk `disk_index`: its
-    /// kernel name or device path (`sda`, `/dev/nvme0n1`) or a link under
-    /// `/dev/disk/by-id` or `/dev/disk/by-path` (without `-partN`).
+    /// Registers a name of disk `disk_index`: its kernel name or device
+    /// path (`sda`, `/dev/nvme0n1`) or a link under `/dev/disk/by-id` or
+    /// `/dev/disk/by-path` (without `-partN`).
     pub fn with_disk_name(mut self, disk_index: usize, name: &str) -> Self {
         let name = name.strip_prefix("/dev/").unwrap_or(name);
         self.disk_names.push((disk_index, name.to_string()));
+        self
+    }
+
+    /// Adds the disks of the image the surveyed disks were deployed from
+    /// (see the module documentation for how names of theirs resolve).
+    pub fn with_source_disks(mut self, disks: Vec<SourceDisk>) -> Self {
+        self.sources = disks;
         self
     }
 
@@ -195,6 +283,26 @@ impl DeviceMap {
     /// documentation for the forms understood); `None` when it names none
     /// or several.
     pub fn resolve(&self, spec: &str) -> Option<&FsIdentity> {
+        self.locate(spec).map(|(fs, _)| fs)
+    }
+
+    /// What the report should say about how `spec` resolved: `Some` when
+    /// it was a guess (a name matching no disk, taken as the image's only
+    /// disk).
+    pub fn note(&self, spec: &str) -> Option<String> {
+        let (fs, guessed) = self.locate(spec)?;
+        let source = guessed?;
+        let to = stable_spec(fs).unwrap_or_else(|| "its file system".into());
+        Some(format!(
+            "{} names no disk ferry knows by serial, WWN or path; taken to be on the image's only disk, {}: {to}",
+            unquote(spec),
+            source.name
+        ))
+    }
+
+    /// The file system `spec` means and, when it was guessed to be on the
+    /// image's only disk, that disk.
+    fn locate(&self, spec: &str) -> Option<(&FsIdentity, Option<&SourceDisk>)> {
         let kind = classify(spec)?;
         let spec = unquote(spec);
         let spec = spec.as_str();
@@ -202,7 +310,7 @@ impl DeviceMap {
             Some(path) => path.rsplit('/').next().unwrap_or(path),
             None => spec.split_once('=').map_or(spec, |(_, v)| v),
         };
-        match kind {
+        let found = match kind {
             SpecKind::Uuid | SpecKind::ByUuid => {
                 self.unique(|fs| eq_ignore_case(fs.uuid.as_deref(), &unescape(value)))
             }
@@ -215,14 +323,25 @@ impl DeviceMap {
             }
             SpecKind::KernelName => {
                 let name = kernel_name(spec)?;
-                self.on_disk(self.kernel_disk(&name)?, name.partition)
+                if self.sources.is_empty() {
+                    self.on_disk(self.kernel_disk(&name)?, name.partition)
+                } else {
+                    self.by_kernel_name(&name)
+                }
             }
             SpecKind::ById | SpecKind::ByPath => {
                 let link = spec.strip_prefix("/dev/")?;
                 let (link, partition) = split_part_suffix(link);
-                self.on_disk(self.link_disk(kind, link)?, partition)
+                return match self.link_place(kind, link)? {
+                    Place::Target(disk) => self.on_disk(disk, partition).map(|fs| (fs, None)),
+                    Place::Source(disk, guessed) => {
+                        let fs = self.held_by_source(disk, partition)?;
+                        Some((fs, guessed.then(|| &self.sources[disk])))
+                    }
+                };
             }
-        }
+        };
+        found.map(|fs| (fs, None))
     }
 
     /// What `spec` should become: see [`Stabilized`].
@@ -248,6 +367,119 @@ impl DeviceMap {
 
     fn on_disk(&self, disk: usize, partition: Option<u32>) -> Option<&FsIdentity> {
         self.unique(|fs| fs.disk_index == disk && fs.partition == partition)
+    }
+
+    /// The file system that holds what partition `partition` of source
+    /// disk `disk` held: the one with its UUID, else its PARTUUID.
+    fn held_by_source(&self, disk: usize, partition: Option<u32>) -> Option<&FsIdentity> {
+        let source = self.sources.get(disk)?;
+        let mut held = source
+            .filesystems
+            .iter()
+            .filter(|fs| fs.partition == partition);
+        let was = held.next()?;
+        if held.next().is_some() {
+            return None;
+        }
+        match (&was.uuid, &was.partuuid) {
+            (Some(uuid), _) => self.unique(|fs| eq_ignore_case(fs.uuid.as_deref(), uuid)),
+            (None, Some(partuuid)) => {
+                self.unique(|fs| eq_ignore_case(fs.partuuid.as_deref(), partuuid))
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// A kernel name when there are source disks: a target disk's
+    /// registered name, a source disk's capture path, or (without kernel
+    /// names among those) the position among the source disks.
+    fn by_kernel_name(&self, name: &KernelName) -> Option<&FsIdentity> {
+        let target = self
+            .disk_names
+            .iter()
+            .find(|(_, n)| *n == name.disk)
+            .and_then(|(disk, _)| self.on_disk(*disk, name.partition));
+        let paths: Vec<(usize, KernelName)> = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, kernel_name(s.path.as_deref()?)?)))
+            .collect();
+        let source_disk = if paths.is_empty() {
+            name.ordinal.filter(|&i| i < self.sources.len())
+        } else {
+            paths
+                .iter()
+                .find(|(_, k)| k.disk == name.disk)
+                .map(|(i, _)| *i)
+        };
+        let source = source_disk.and_then(|disk| self.held_by_source(disk, name.partition));
+        match (target, source) {
+            (Some(t), Some(s)) => (t == s).then_some(t),
+            (t, s) => t.or(s),
+        }
+    }
+
+    /// The disk a `by-id` or `by-path` link (without `-partN`) means, when
+    /// there are source disks or not.
+    fn link_place(&self, kind: SpecKind, link: &str) -> Option<Place> {
+        if let Some(disk) = self.sources.iter().position(|s| {
+            s.path
+                .as_deref()
+                .is_some_and(|p| p.strip_prefix("/dev/").unwrap_or(p) == link)
+        }) {
+            return Some(Place::Source(disk, false));
+        }
+        if let Some((index, _)) = self.disk_names.iter().find(|(_, n)| n == link) {
+            return Some(Place::Target(*index));
+        }
+        let id = link.rsplit('/').next().unwrap_or(link).to_ascii_lowercase();
+        let names = |ids: Vec<String>| ids.iter().any(|h| id.contains(h.as_str()));
+        if kind == SpecKind::ById {
+            let owners: Vec<usize> = (0..self.sources.len())
+                .filter(|&i| names(self.sources[i].hardware_ids()))
+                .collect();
+            match owners.as_slice() {
+                [one] => return Some(Place::Source(*one, false)),
+                [] => {}
+                _ => return None,
+            }
+            let mut owners: Vec<usize> = self
+                .filesystems
+                .iter()
+                .filter(|fs| names(fs_hardware_ids(fs)))
+                .map(|fs| fs.disk_index)
+                .collect();
+            owners.sort_unstable();
+            owners.dedup();
+            match owners.as_slice() {
+                [one] => return Some(Place::Target(*one)),
+                [] => {}
+                _ => return None,
+            }
+        }
+        if !self.sources.is_empty() {
+            // The image's only disk, unless the id lacks the serial or WWN
+            // it is known by (then it names another disk).
+            return match self.sources.as_slice() {
+                [only] if kind == SpecKind::ByPath || only.hardware_ids().is_empty() => {
+                    Some(Place::Source(0, true))
+                }
+                _ => None,
+            };
+        }
+        if kind == SpecKind::ById
+            && self
+                .filesystems
+                .iter()
+                .any(|fs| !fs_hardware_ids(fs).is_empty())
+        {
+            return None;
+        }
+        match self.disks().as_slice() {
+            [only] => Some(Place::Target(*only)),
+            _ => None,
+        }
     }
 
     /// The distinct disks the map knows of.
@@ -286,58 +518,85 @@ impl DeviceMap {
             name.ordinal
         }
     }
-
-    fn link_disk(&self, kind: SpecKind, link: &str) -> Option<usize> {
-        if let Some((index, _)) = self.disk_names.iter().find(|(_, n)| n == link) {
-            return Some(*index);
-        }
-        let disks = self.disks();
-        if kind == SpecKind::ById {
-            let id = link.rsplit('/').next().unwrap_or(link).to_ascii_lowercase();
-            let mut owners: Vec<usize> = self
-                .filesystems
-                .iter()
-                .filter(|fs| hardware_ids(fs).iter().any(|h| id.contains(h.as_str())))
-                .map(|fs| fs.disk_index)
-                .collect();
-            owners.sort_unstable();
-            owners.dedup();
-            match owners.as_slice() {
-                [one] => return Some(*one),
-                [] => {}
-                _ => return None,
-            }
-            let known = self
-                .filesystems
-                .iter()
-                .any(|fs| !hardware_ids(fs).is_empty());
-            if known {
-                return None;
-            }
-        }
-        match disks.as_slice() {
-            [only] => Some(*only),
-            _ => None,
-        }
-    }
 }
 
-/// The lower-case serial (spaces as udev writes them, `_`) and WWN
-/// (without `0x`) of a file system's disk, as they appear in by-id names.
-fn hardware_ids(fs: &FsIdentity) -> Vec<String> {
-    let serial = fs
-        .source_serial
-        .as_deref()
-        .map(|s| s.trim().replace(' ', "_").to_ascii_lowercase());
-    let wwn = fs.source_wwn.as_deref().map(|w| {
-        let w = w.trim().to_ascii_lowercase();
-        w.strip_prefix("0x").unwrap_or(&w).to_string()
-    });
-    // Short values would match by accident inside longer ids.
-    [serial, wwn]
-        .into_iter()
-        .flatten()
-        .filter(|s| s.len() >= 4)
+/// [`hardware_ids`] of a file system's disk.
+fn fs_hardware_ids(fs: &FsIdentity) -> Vec<String> {
+    hardware_ids(
+        fs.source_model.as_deref(),
+        fs.source_serial.as_deref(),
+        fs.source_wwn.as_deref(),
+    )
+}
+
+/// What a disk's by-id names contain, as udev writes them (see
+/// [`udev_form`]): the serial, the model and serial (`ata-`, `nvme-`,
+/// `scsi-SATA_` ids), the WWN's hex (`wwn-0x…`, `scsi-3…`, `nvme-eui.…`),
+/// an ATA disk's model and serial from its T10 id. Values shorter than 4
+/// characters are left out: they would match by accident inside longer
+/// ids.
+fn hardware_ids(model: Option<&str>, serial: Option<&str>, wwn: Option<&str>) -> Vec<String> {
+    let model = model.map(udev_form).filter(|m| !m.is_empty());
+    let serial = serial.map(udev_form).filter(|s| !s.is_empty());
+    let mut ids = Vec::new();
+    if let Some(serial) = serial {
+        if let Some(model) = &model {
+            ids.push(format!("{model}_{serial}"));
+        }
+        ids.push(serial);
+    }
+    if let Some(wwn) = wwn {
+        ids.extend(wwn_ids(wwn));
+    }
+    ids.retain(|id| id.len() >= 4);
+    ids
+}
+
+/// The forms a WWN takes in by-id names.
+fn wwn_ids(wwn: &str) -> Vec<String> {
+    let wwn = wwn.trim();
+    let lower = wwn.to_ascii_lowercase();
+    if let Some(hex) = ["naa.", "eui.", "0x"]
+        .iter()
+        .find_map(|p| lower.strip_prefix(p))
+    {
+        return vec![hex.to_string()];
+    }
+    if lower.starts_with("t10.") {
+        // libata's T10 id: vendor `ATA` padded to 8, the model padded to
+        // 40, the serial. Other vendors' layouts are their own: a model
+        // without a serial would match every disk of that model.
+        let Some(ata) = wwn.get(4..).and_then(|t| t.strip_prefix("ATA     ")) else {
+            return Vec::new();
+        };
+        let (Some(model), Some(serial)) = (ata.get(..40), ata.get(40..)) else {
+            return Vec::new();
+        };
+        let (model, serial) = (udev_form(model), udev_form(serial));
+        if serial.is_empty() {
+            return Vec::new();
+        }
+        return vec![format!("{model}_{serial}"), serial];
+    }
+    vec![udev_form(wwn)]
+}
+
+/// A value as udev puts it into a by-id name, lower-cased: whitespace
+/// trimmed and each run of it one `_`, characters other than
+/// `0-9A-Za-z#+-.:=@_` (and non-ASCII) `_`.
+fn udev_form(value: &str) -> String {
+    value
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join("_")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "#+-.:=@_".contains(c) || !c.is_ascii() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -666,6 +925,249 @@ mod tests {
         assert_eq!(stable_spec(&fs).as_deref(), Some("PARTUUID=p"));
         fs.partuuid = None;
         assert_eq!(stable_spec(&fs), None);
+    }
+
+    #[test]
+    fn a_source_disks_by_id_resolves_through_the_uuid_its_partition_held() {
+        let spec = "/dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part3";
+        assert_eq!(deployed().stabilize(spec), Stabilized::Unresolved);
+        let map = deployed().with_source_disks(vec![split_source()]);
+        assert_eq!(map.stabilize(spec), Stabilized::Rewritten(u(ROOT3)));
+        assert_eq!(map.note(spec), None, "an exact match is no guess");
+        // Other ids udev makes for that disk, and its kernel name.
+        for (spec, want) in [
+            (
+                "/dev/disk/by-id/scsi-SATA_QEMU_HARDDISK_FERRYSPLITSOURCE-part1",
+                BOOT,
+            ),
+            (
+                "/dev/disk/by-id/scsi-1ATA_QEMU_HARDDISK_FERRYSPLITSOURCE-part2",
+                SWAP3,
+            ),
+            ("/dev/sda2", SWAP3),
+            (
+                "/dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part2",
+                SWAP3,
+            ),
+        ] {
+            assert_eq!(
+                map.stabilize(spec),
+                Stabilized::Rewritten(u(want)),
+                "{spec}"
+            );
+        }
+        for spec in [
+            "/dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part4",
+            "/dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE",
+            "/dev/disk/by-id/ata-QEMU_HARDDISK_QM00001-part3",
+            "/dev/sdb3",
+        ] {
+            assert_eq!(map.stabilize(spec), Stabilized::Unresolved, "{spec}");
+        }
+        // The target's own names still resolve.
+        assert_eq!(map.stabilize("/dev/vda1"), Stabilized::Rewritten(u(BOOT)));
+        assert_eq!(
+            map.stabilize("/dev/disk/by-id/ata-QEMU_HARDDISK_TARGET0001-part3"),
+            Stabilized::Rewritten(u(ROOT3))
+        );
+    }
+
+    #[test]
+    fn renumbered_partitions_resolve_by_what_they_held() {
+        // The deploy put the source's logical partition 5 at 2.
+        let mut source = split_source();
+        source.filesystems[1].partition = Some(5);
+        let map = deployed().with_source_disks(vec![source]);
+        assert_eq!(
+            map.stabilize("/dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part5"),
+            Stabilized::Rewritten(u(SWAP3))
+        );
+        assert_eq!(map.stabilize("/dev/sda5"), Stabilized::Rewritten(u(SWAP3)));
+    }
+
+    #[test]
+    fn old_images_match_by_the_t10_id_of_an_ata_disk() {
+        // Captured before ferry read VPD page 0x80: no serial, the
+        // kernel's T10 id (vendor padded to 8, model to 40).
+        let source = SourceDisk {
+            serial: None,
+            wwn: Some(format!(
+                "t10.ATA     {:<40}FERRYSPLITSOURCE",
+                "QEMU HARDDISK"
+            )),
+            ..split_source()
+        };
+        let map = deployed().with_source_disks(vec![source]);
+        assert_eq!(
+            map.stabilize("/dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part3"),
+            Stabilized::Rewritten(u(ROOT3))
+        );
+        assert_eq!(
+            map.stabilize("/dev/disk/by-id/ata-QEMU_HARDDISK_QM00001-part3"),
+            Stabilized::Unresolved,
+            "another disk of the same model"
+        );
+        // A T10 id without the ATA layout says nothing.
+        assert!(wwn_ids("t10.QEMU    QEMU HARDDISK").is_empty());
+    }
+
+    #[test]
+    fn wwn_ids_match_the_kernels_naa_form() {
+        let source = SourceDisk {
+            serial: Some("WD-WCC4N1234567".into()),
+            wwn: Some("naa.50014EE2B5A1C3D7".into()),
+            ..split_source()
+        };
+        let map = deployed().with_source_disks(vec![source]);
+        for spec in [
+            "/dev/disk/by-id/wwn-0x50014ee2b5a1c3d7-part3",
+            "/dev/disk/by-id/scsi-350014ee2b5a1c3d7-part3",
+            "/dev/disk/by-id/ata-WDC_WD40EFRX-68N32N0_WD-WCC4N1234567-part3",
+        ] {
+            assert_eq!(
+                map.stabilize(spec),
+                Stabilized::Rewritten(u(ROOT3)),
+                "{spec}"
+            );
+        }
+        assert_eq!(
+            map.stabilize("/dev/disk/by-id/wwn-0x50014ee2b5a1ffff-part3"),
+            Stabilized::Unresolved
+        );
+        // NVMe: `nvme-eui.…` and `nvme-<model>_<serial>`.
+        let nvme = SourceDisk {
+            model: Some("Samsung SSD 970 EVO Plus 1TB".into()),
+            serial: Some("S4EWNX0R123456".into()),
+            wwn: Some("eui.0025388B91B2C3D4".into()),
+            path: Some("/dev/nvme0n1".into()),
+            ..split_source()
+        };
+        let map = deployed().with_source_disks(vec![nvme]);
+        for spec in [
+            "/dev/disk/by-id/nvme-eui.0025388b91b2c3d4-part1",
+            "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0R123456_1-part1",
+            "/dev/nvme0n1p1",
+        ] {
+            assert_eq!(
+                map.stabilize(spec),
+                Stabilized::Rewritten(u(BOOT)),
+                "{spec}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_images_only_disk_takes_names_of_no_known_disk_with_a_note() {
+        let map = deployed().with_source_disks(vec![split_source()]);
+        let spec = "/dev/disk/by-path/pci-0000:00:01.1-ata-1-part3";
+        assert_eq!(map.stabilize(spec), Stabilized::Rewritten(u(ROOT3)));
+        let note = map.note(spec).expect("a guess is noted");
+        assert!(
+            note.contains(spec) && note.contains("only disk") && note.contains("disk0 (/dev/sda)"),
+            "{note}"
+        );
+        // A by-id of another disk than the one the image knows by serial
+        // is no guess to make.
+        assert_eq!(
+            map.stabilize("/dev/disk/by-id/virtio-data0-part3"),
+            Stabilized::Unresolved
+        );
+        // Without a known serial or WWN, by-id names are taken too.
+        let anonymous = SourceDisk {
+            serial: None,
+            ..split_source()
+        };
+        let map = deployed().with_source_disks(vec![anonymous]);
+        let spec = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_drive-scsi0-0-0-0-part1";
+        assert_eq!(map.stabilize(spec), Stabilized::Rewritten(u(BOOT)));
+        assert!(map.note(spec).is_some());
+        // A whole-disk file system.
+        let whole = SourceDisk {
+            filesystems: vec![held(None, ROOT3, "xfs")],
+            ..split_source()
+        };
+        let map = deployed().with_source_disks(vec![whole]);
+        assert_eq!(
+            map.stabilize("/dev/disk/by-path/pci-0000:00:01.1-ata-1"),
+            Stabilized::Rewritten(u(ROOT3))
+        );
+    }
+
+    #[test]
+    fn names_of_no_disk_stay_when_the_image_has_several() {
+        let second = SourceDisk {
+            name: "disk1 (/dev/sdb)".into(),
+            path: Some("/dev/sdb".into()),
+            serial: Some("FERRYDATA".into()),
+            filesystems: Vec::new(),
+            ..split_source()
+        };
+        let map = deployed().with_source_disks(vec![split_source(), second]);
+        for spec in [
+            "/dev/disk/by-path/pci-0000:00:01.1-ata-1-part3",
+            "/dev/disk/by-id/ata-QEMU_HARDDISK_SOMEOTHER-part3",
+        ] {
+            assert_eq!(map.stabilize(spec), Stabilized::Unresolved, "{spec}");
+            assert_eq!(map.note(spec), None);
+        }
+        // Exact matches still resolve.
+        assert_eq!(
+            map.stabilize("/dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part3"),
+            Stabilized::Rewritten(u(ROOT3))
+        );
+        // A serial both disks' ids would contain is no match.
+        let twins = SourceDisk {
+            serial: Some("FERRYSPLITSOURCE".into()),
+            ..split_source()
+        };
+        let map = deployed().with_source_disks(vec![split_source(), twins]);
+        assert_eq!(
+            map.stabilize("/dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part3"),
+            Stabilized::Unresolved
+        );
+    }
+
+    #[test]
+    fn kernel_names_of_target_and_source_must_agree() {
+        // The target's `vda` is registered; the source was captured from
+        // `/dev/vda` too, but its partition 1 held the root.
+        let source = SourceDisk {
+            path: Some("/dev/vda".into()),
+            filesystems: vec![held(Some(1), ROOT3, "ext4")],
+            ..split_source()
+        };
+        let map = deployed().with_source_disks(vec![source]);
+        assert_eq!(map.stabilize("/dev/vda1"), Stabilized::Unresolved);
+        assert_eq!(map.stabilize("/dev/vda3"), Stabilized::Rewritten(u(ROOT3)));
+        // Captured from image files: positions among the source disks.
+        let from_file = SourceDisk {
+            path: None,
+            ..split_source()
+        };
+        let map = deployed().with_source_disks(vec![from_file]);
+        assert_eq!(map.stabilize("/dev/sda3"), Stabilized::Rewritten(u(ROOT3)));
+        assert_eq!(map.stabilize("/dev/sdb3"), Stabilized::Unresolved);
+    }
+
+    #[test]
+    fn hardware_ids_are_written_as_udev_writes_them() {
+        assert_eq!(
+            hardware_ids(Some("QEMU HARDDISK"), Some(" QM00001 "), None),
+            ["qemu_harddisk_qm00001", "qm00001"]
+        );
+        assert_eq!(
+            hardware_ids(None, Some("a/b c"), Some("0x5000C500A1B2C3D4")),
+            ["a_b_c", "5000c500a1b2c3d4"]
+        );
+        assert_eq!(hardware_ids(None, Some("ab"), None), Vec::<String>::new());
+        assert_eq!(
+            wwn_ids(&format!(
+                "t10.ATA     {:<40}{:<20}",
+                "QEMU HARDDISK", "QM00001"
+            )),
+            ["qemu_harddisk_qm00001", "qm00001"]
+        );
+        assert!(wwn_ids(&format!("t10.ATA     {:<40}", "QEMU HARDDISK")).is_empty());
     }
 
     #[test]

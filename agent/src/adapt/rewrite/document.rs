@@ -32,6 +32,7 @@ pub(crate) struct Document {
     lines: Vec<Line>,
     inserts: Vec<Insert>,
     warnings: Vec<String>,
+    notes: Vec<String>,
 }
 
 impl Document {
@@ -59,6 +60,7 @@ impl Document {
             lines,
             inserts: Vec::new(),
             warnings: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -117,6 +119,13 @@ impl Document {
         }
     }
 
+    /// Records a note for the report: how an edit was decided.
+    pub(crate) fn note(&mut self, note: String) {
+        if !self.notes.contains(&note) {
+            self.notes.push(note);
+        }
+    }
+
     /// Assembles the new text and the edits.
     pub(crate) fn finish(self) -> Rewritten {
         let changed = !self.inserts.is_empty() || self.lines.iter().any(|l| l.text != l.original);
@@ -125,6 +134,7 @@ impl Document {
                 text: self.source,
                 edits: Vec::new(),
                 warnings: self.warnings,
+                notes: self.notes,
             };
         }
         let eol = self
@@ -179,6 +189,7 @@ impl Document {
             text,
             edits,
             warnings: self.warnings,
+            notes: self.notes,
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct Rewritten {
     /// What could not be fixed and may need a look (unresolvable device
     /// names, configurations bound to the old hardware, …).
     pub warnings: Vec<String>,
+    /// How an edit was decided where the operator should know (a device
+    /// name taken to be on the image's only disk).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Rewritten {

@@ -180,6 +180,9 @@ fn rewrite_entry(doc: &mut Document, i: usize, map: &DeviceMap, options: &FstabO
             let line = doc.line(i);
             let new = replace_field(line, &fields(line), 0, &new);
             doc.replace(i, new, DEVICE_REASON);
+            if let Some(note) = map.note(spec) {
+                doc.note(format!("line {}: {note}", i + 1));
+            }
         }
         Stabilized::Unresolved => doc.warn(format!(
             "line {}: {spec} ({mountpoint}) names no single surveyed file system; left as is",
@@ -498,5 +501,51 @@ UUID=1b2c3d4e-0000-4000-8000-00000000000a /boot                   xfs     defaul
             out.text
         );
         assert!(rewrite_fstab(&out.text, &map, &options).edits.is_empty());
+    }
+
+    /// The split fixture's fstab after its deploy onto a disk with another
+    /// serial: the by-id root names the source disk, which only the
+    /// image's disks know.
+    #[test]
+    fn a_source_disks_by_id_becomes_the_uuid_its_partition_held() {
+        use crate::adapt::rewrite::testmap::{deployed, split_source, u, BOOT, ROOT3, SWAP3};
+        let text =
+            "/dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part3 / ext4 errors=remount-ro 0 1
+LABEL=boot /boot ext4 defaults 0 2
+/dev/disk/by-label/swap none swap sw 0 0
+";
+        let target_only = deployed();
+        let out = rewrite_fstab(text, &target_only, &FstabOptions::default());
+        assert_warnings(
+            &out.warnings,
+            &["line 1: /dev/disk/by-id/ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part3 (/) names no single surveyed file system; left as is"],
+        );
+        let map = deployed().with_source_disks(vec![split_source()]);
+        let out = rewrite_fstab(text, &map, &FstabOptions::default());
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        assert!(out.notes.is_empty(), "{:?}", out.notes);
+        let specs: Vec<&str> = out
+            .text
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(specs, [u(ROOT3), u(BOOT), u(SWAP3)]);
+        let again = rewrite_fstab(&out.text, &map, &FstabOptions::default());
+        assert!(again.edits.is_empty(), "{:?}", again.edits);
+        // The same root named by path: the image's only disk, noted.
+        let by_path = "/dev/disk/by-path/pci-0000:00:01.1-ata-1-part3 / ext4 defaults 0 1\n";
+        let out = rewrite_fstab(by_path, &map, &FstabOptions::default());
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        assert!(
+            out.text.starts_with(&format!("{} ", u(ROOT3))),
+            "{}",
+            out.text
+        );
+        assert_eq!(out.notes.len(), 1, "{:?}", out.notes);
+        assert!(
+            out.notes[0].starts_with("line 1: /dev/disk/by-path/"),
+            "{:?}",
+            out.notes
+        );
     }
 }

@@ -38,5 +38,5 @@ pub mod hosts;
 pub mod network;
 pub mod resume;
 
-pub use devmap::{DeviceMap, FsIdentity};
+pub use devmap::{DeviceMap, FsIdentity, SourceDisk};
 pub use edit::{Edit, Rewritten};

@@ -24,6 +24,9 @@ pub fn rewrite_initramfs_resume(text: &str, map: &DeviceMap) -> Rewritten {
             Stabilized::Rewritten(new) => {
                 let new = format!("{}{new}{}", &line[..a.value.start], &line[a.value.end..]);
                 doc.replace(i, new, "the resume device is named by UUID");
+                if let Some(note) = map.note(value) {
+                    doc.note(format!("line {}: {note}", i + 1));
+                }
             }
             Stabilized::Unresolved | Stabilized::StableUnknown => doc.warn(format!(
                 "line {}: RESUME={value} names no surveyed swap; boot may wait for it",

@@ -1,7 +1,8 @@
 //! The surveyed file systems the rewrite tests resolve against: a GPT
-//! system disk and a data disk, as a Debian server would have them.
+//! system disk and a data disk, as a Debian server would have them; and a
+//! deployed target with the image's source disk it came from.
 
-use super::devmap::{DeviceMap, FsIdentity};
+use super::devmap::{DeviceMap, FsIdentity, SourceDisk};
 use super::edit::Rewritten;
 
 pub(crate) const ESP: &str = "4A1B-2C3D";
@@ -31,6 +32,7 @@ fn fs(
         fs_type: fs_type.to_string(),
         source_serial: (disk == 0).then(|| SERIAL0.to_string()),
         source_wwn: (disk == 1).then(|| WWN1.to_string()),
+        source_model: None,
     }
 }
 
@@ -61,6 +63,56 @@ pub(crate) fn sample() -> DeviceMap {
             Some("twin"),
         ),
     ])
+}
+
+/// The split fixture's file systems (`tests/fixtures/debian-split.sh`),
+/// deployed: /boot, swap and root
+/// on partitions 1-3 of a target disk whose serial is not the
+/// source's.
+pub(crate) const BOOT: &str = "5c1d7e2a-3b4f-4a60-8d19-2e7f0a6b1c01";
+pub(crate) const SWAP3: &str = "5c1d7e2a-3b4f-4a60-8d19-2e7f0a6b1c02";
+pub(crate) const ROOT3: &str = "5c1d7e2a-3b4f-4a60-8d19-2e7f0a6b1c03";
+
+pub(crate) fn held(partition: Option<u32>, uuid: &str, fs_type: &str) -> FsIdentity {
+    FsIdentity {
+        partition,
+        uuid: Some(uuid.into()),
+        fs_type: fs_type.into(),
+        ..FsIdentity::default()
+    }
+}
+
+/// The target after the deploy: one disk, serial `TARGET0001`, the
+/// source's file systems with their UUIDs and labels.
+pub(crate) fn deployed() -> DeviceMap {
+    let on_target = |partition, uuid, fs_type, label: &str| FsIdentity {
+        label: Some(label.into()),
+        source_serial: Some("TARGET0001".into()),
+        source_model: Some("QEMU HARDDISK".into()),
+        ..held(Some(partition), uuid, fs_type)
+    };
+    DeviceMap::new(vec![
+        on_target(1, BOOT, "ext4", "boot"),
+        on_target(2, SWAP3, "swap", "swap"),
+        on_target(3, ROOT3, "ext4", "root"),
+    ])
+    .with_disk_name(0, "/dev/vda")
+}
+
+/// The split fixture's source disk as the image recorded it.
+pub(crate) fn split_source() -> SourceDisk {
+    SourceDisk {
+        name: "disk0 (/dev/sda)".into(),
+        path: Some("/dev/sda".into()),
+        model: Some("QEMU HARDDISK".into()),
+        serial: Some("FERRYSPLITSOURCE".into()),
+        wwn: None,
+        filesystems: vec![
+            held(Some(1), BOOT, "ext4"),
+            held(Some(2), SWAP3, "swap"),
+            held(Some(3), ROOT3, "ext4"),
+        ],
+    }
 }
 
 /// `UUID=<uuid>`.
