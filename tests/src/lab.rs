@@ -680,6 +680,30 @@ impl Lab {
                 .as_str()
                 .unwrap_or("(none reported)")
         );
+        let (login_after, first_boot, report_after) = self.migrated_boot(&mut vm, hw, &agent);
+        Migration {
+            vm,
+            agent,
+            deploy,
+            adapt,
+            first_boot,
+            agent_after,
+            deploy_time: job.elapsed,
+            login_after,
+            report_after,
+        }
+    }
+
+    /// After the job's reboot: waits for the migrated server on `vm` to
+    /// reach `login:`, then for its first-boot report in `agent`'s
+    /// mailbox. Returns the time to `login:`, the report, and the time
+    /// from `login:` to it.
+    fn migrated_boot(
+        &self,
+        vm: &mut Vm,
+        hw: &Hardware,
+        agent: &str,
+    ) -> (Duration, serde_json::Value, Duration) {
         let from = vm.console().len();
         let t = Instant::now();
         if let Err(e) = vm.wait_for_after("login:", from, LOGIN_TIMEOUT) {
@@ -692,18 +716,8 @@ impl Lab {
             login_after.as_secs_f64()
         );
         let t = Instant::now();
-        let status = self.wait_for_state(&agent, "booted", REPORT_TIMEOUT);
-        Migration {
-            vm,
-            agent,
-            deploy,
-            adapt,
-            first_boot: status["first_boot"].clone(),
-            agent_after,
-            deploy_time: job.elapsed,
-            login_after,
-            report_after: t.elapsed(),
-        }
+        let status = self.wait_for_state(agent, "booted", REPORT_TIMEOUT);
+        (login_after, status["first_boot"].clone(), t.elapsed())
     }
 }
 
@@ -725,4 +739,118 @@ pub fn deploy_sum(deploy: &serde_json::Value, key: &str) -> u64 {
         .flat_map(|d| d["partitions"].as_array().into_iter().flatten())
         .filter_map(|p| p[key].as_u64())
         .sum()
+}
+
+/// What a direct migration did.
+pub struct DirectMigration {
+    /// The target's migration (its deploy, adapt, boot and first-boot
+    /// report), as for a deploy from the library.
+    pub target: Migration,
+    /// The sender's result (`{"relay", "stats": SendStats, ...}`).
+    pub sent: serde_json::Value,
+    /// From power-on of both machines to both agents' reports.
+    pub agents_after: Duration,
+}
+
+impl Lab {
+    /// Boots `src_hw` (OS on `src_disk`) from the agent ISO and `hw`
+    /// (blank `disk`) by PXE at the same time, then migrates the source
+    /// directly (`ferry migrate --from ... --to ... --adapt --reboot
+    /// --poweroff-source`): its disk streams to the target as it is read,
+    /// never stored. Waits for the source to power off and the target to
+    /// reach `login:` and report its first boot.
+    pub fn migrate_direct(
+        &self,
+        label: &str,
+        src_hw: &Hardware,
+        src_disk: &Path,
+        hw: &Hardware,
+        disk: &Path,
+    ) -> DirectMigration {
+        let mut src_vm = self.boot(src_hw, src_disk, BootFrom::Iso, &src_hw.name);
+        let mut vm = self.boot(hw, disk, BootFrom::DiskThenPxe, &hw.name);
+        let t = Instant::now();
+        let from = self.wait_for_agent(src_hw, AGENT_TIMEOUT);
+        let to = self.wait_for_agent(hw, AGENT_TIMEOUT);
+        let agents_after = t.elapsed();
+        eprintln!(
+            "lab: direct: agents {from} ({}) and {to} ({}) reported {:.0} s after power-on",
+            src_hw.name,
+            hw.name,
+            agents_after.as_secs_f64()
+        );
+        let firmware = if hw.uefi { "uefi" } else { "bios" };
+        let args = [
+            "migrate",
+            label,
+            "--from",
+            &from,
+            "--disk",
+            src_hw.bus.guest_path(),
+            "--to",
+            &to,
+            "--target",
+            hw.bus.guest_path(),
+            "--firmware",
+            firmware,
+            "--adapt",
+            "--reboot",
+            "--poweroff-source",
+            "--follow",
+            "--json",
+        ];
+        eprintln!("lab: ferry {}", args.join(" "));
+        let t = Instant::now();
+        let out = self
+            .mgr
+            .ferry()
+            .args(args)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running ferry migrate");
+        let elapsed = t.elapsed();
+        let view: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ferry migrate: no JSON on stdout ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        assert!(
+            out.status.success()
+                && view["target"]["state"] == "finished"
+                && view["source"]["state"] == "finished",
+            "ferry migrate did not finish: {view:#}"
+        );
+        let result = &view["target"]["steps"][0]["result"];
+        let (deploy, adapt) = (result["deploy"].clone(), result["adapt"].clone());
+        let sent = view["source"]["steps"][0]["result"].clone();
+        eprintln!(
+            "lab: direct: {} → {} in {:.0} s: {} MiB read, {} MiB relayed, {} MiB written",
+            src_hw.name,
+            hw.name,
+            elapsed.as_secs_f64(),
+            sent["stats"]["bytes_read"].as_u64().unwrap_or(0) >> 20,
+            sent["stats"]["bytes_sent"].as_u64().unwrap_or(0) >> 20,
+            deploy_sum(&deploy, "bytes_written") >> 20
+        );
+        if let Err(e) = src_vm.wait_exit(Duration::from_secs(120)) {
+            panic!("{}: did not power off after sending: {e}", src_hw.name);
+        }
+        let (login_after, first_boot, report_after) = self.migrated_boot(&mut vm, hw, &to);
+        DirectMigration {
+            target: Migration {
+                vm,
+                agent: to,
+                deploy,
+                adapt,
+                first_boot,
+                agent_after: agents_after,
+                deploy_time: elapsed,
+                login_after,
+                report_after,
+            },
+            sent,
+            agents_after,
+        }
+    }
 }

@@ -270,6 +270,16 @@ pub fn debian_ide_fixture() -> PathBuf {
     fixture("debian-ide.sh")
 }
 
+/// The source server with a separate /boot and swap
+/// (`tests/fixtures/debian-split.sh`): holds `debian-split.img`, the system
+/// of [`debian_ide_fixture`] on an MBR disk of /boot (`LABEL=boot` in its
+/// fstab), swap (`/dev/disk/by-label/swap`) and root (by its by-id name,
+/// `ata-QEMU_HARDDISK_FERRYSPLITSOURCE-part3`: the disk's serial on the
+/// lab machine named `split-source`).
+pub fn debian_split_fixture() -> PathBuf {
+    fixture("debian-split.sh")
+}
+
 /// The PCI devices of an agent's survey as `vendor:device` in lowercase
 /// hex (`8086:100e`).
 pub fn survey_pci_ids(survey: &serde_json::Value) -> Vec<String> {

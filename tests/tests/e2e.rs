@@ -25,7 +25,8 @@
 //! **What runs when** (`$FERRY_E2E`):
 //! - unset (as in `./run test` and CI): the two migrations above, side by
 //!   side (one TCG guest per core) after the one shared capture;
-//! - `full`: the whole matrix, which adds the tests marked *full* below;
+//! - `full`: the whole matrix, which adds the tests marked *full* below
+//!   (`#[ignore]`d otherwise: a default run lists them as ignored);
 //! - `0`: none (for a quick local run).
 
 use std::path::PathBuf;
@@ -33,7 +34,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use ferry_tests::lab::{self, blank_disk, deploy_sum, DiskBus, Hardware, Lab, Migration};
-use ferry_tests::{debian_ide_fixture, ok};
+use ferry_tests::{debian_ide_fixture, debian_split_fixture, ok};
 
 const GIB: u64 = 1 << 30;
 
@@ -44,16 +45,6 @@ fn work() -> PathBuf {
 /// `$FERRY_E2E`: `0` runs nothing, `full` the whole matrix.
 fn mode() -> String {
     std::env::var("FERRY_E2E").unwrap_or_default()
-}
-
-/// Whether the tests marked *full* run (`FERRY_E2E=full`); says so when
-/// they do not.
-fn full(test: &str) -> bool {
-    let on = mode() == "full";
-    if !on {
-        eprintln!("SKIPPED {test}: part of the full matrix (FERRY_E2E=full)");
-    }
-    on
 }
 
 /// The lab, started once per test run; `None` (with the reason printed)
@@ -216,9 +207,6 @@ fn bios_ide_to_virtio_smaller_disk_file_tree() {
 /// For a test of the full matrix: the lab and the captured source's disk
 /// size, or `None` (said why) when the test does not run.
 fn full_lab(test: &str) -> Option<(&'static Lab, u64)> {
-    if !full(test) {
-        return None;
-    }
     let Some(lab) = lab() else {
         eprintln!("SKIPPED {test}");
         return None;
@@ -279,6 +267,7 @@ fn change_source(lab: &Lab) -> String {
 /// after a small change in the source. Seeding finds the rest on the
 /// disk: only the changed chunks travel.
 #[test]
+#[ignore = "full matrix: FERRY_E2E=full"]
 fn redeploy_after_a_small_change_fetches_only_what_changed() {
     let Some((lab, size)) = full_lab("redeploy_after_a_small_change_fetches_only_what_changed")
     else {
@@ -343,6 +332,7 @@ fn redeploy_after_a_small_change_fetches_only_what_changed() {
 /// wire (an nftables counter on its port): the cut one may exceed the
 /// uncut one by ≤ 5 % (what was in flight and is fetched again).
 #[test]
+#[ignore = "full matrix: FERRY_E2E=full"]
 fn a_deploy_survives_a_pulled_cable() {
     let Some((lab, size)) = full_lab("a_deploy_survives_a_pulled_cable") else {
         return;
@@ -479,4 +469,224 @@ impl Drop for WireCounter {
             .args(["delete", "table", "inet", &self.table])
             .output();
     }
+}
+
+/// The split source's machine (the IDE source's hardware). The lab gives
+/// its disk the serial `FERRYSPLITSOURCE`, from this name: the serial that
+/// the fixture's by-id root names (`tests/fixtures/debian-split.sh`).
+const SPLIT_SOURCE: &str = "split-source";
+/// The split source's captured image.
+const SPLIT_IMAGE: &str = "e2e-split-source";
+/// The split fixture's file systems: /boot, swap and root.
+const SPLIT_BOOT_UUID: &str = "5c1d7e2a-3b4f-4a60-8d19-2e7f0a6b1c01";
+const SPLIT_SWAP_UUID: &str = "5c1d7e2a-3b4f-4a60-8d19-2e7f0a6b1c02";
+const SPLIT_ROOT_UUID: &str = "5c1d7e2a-3b4f-4a60-8d19-2e7f0a6b1c03";
+
+/// *full*: a source laid out as many installed servers are (MBR: /boot,
+/// swap, root; its fstab naming the root by-id, /boot by `LABEL=` and swap
+/// by `/dev/disk/by-label`) is captured offline and migrates by PXE onto a
+/// Q35 machine with a virtio disk (bigger) and a virtio NIC. On the new
+/// hardware /boot comes from the target disk's partition 1, the swap
+/// partition is in use, and the fstab names all three by the UUIDs they
+/// kept.
+#[test]
+#[ignore = "full matrix: FERRY_E2E=full"]
+fn split_boot_and_swap_by_label_and_id_to_q35_virtio() {
+    const TEST: &str = "split_boot_and_swap_by_label_and_id_to_q35_virtio";
+    let Some(lab) = lab() else {
+        eprintln!("SKIPPED {TEST}");
+        return;
+    };
+    let t = std::time::Instant::now();
+    let fixture = debian_split_fixture().join("debian-split.img");
+    eprintln!(
+        "e2e: split source fixture ready in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
+    let disk = lab.dir.join(format!("{SPLIT_SOURCE}.img"));
+    ok(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&fixture)
+        .arg(&disk));
+    let source_hw = bios_target(SPLIT_SOURCE, "pc", DiskBus::Ide, "e1000", 7);
+    let c = lab.capture_offline(&source_hw, &disk, SPLIT_IMAGE);
+    eprintln!(
+        "e2e: split source: agent after {:.0} s, offline capture of {} MiB (stored {} MiB) in {:.0} s",
+        c.agent_after.as_secs_f64(),
+        c.bytes_read >> 20,
+        c.bytes_stored >> 20,
+        c.capture.as_secs_f64()
+    );
+    ok(Command::new(ferry_tests::ferry_bin())
+        .arg("--library")
+        .arg(lab.mgr.library())
+        .args(["image", "verify", SPLIT_IMAGE]));
+
+    let hw = bios_target(
+        "split-q35-virtio",
+        "q35",
+        DiskBus::Virtio,
+        "virtio-net-pci",
+        8,
+    );
+    let target = blank_disk(&lab.dir.join(format!("{}.img", hw.name)), 3 * GIB);
+    let mut m = lab.migrate(SPLIT_IMAGE, &hw, &target);
+    eprintln!(
+        "e2e: {}: agent by PXE after {:.0} s, deploy+adapt+reboot {:.0} s, login: {:.0} s \
+         after the reboot, first-boot report {:.0} s later; adapt warnings: {}",
+        hw.name,
+        m.agent_after.as_secs_f64(),
+        m.deploy_time.as_secs_f64(),
+        m.login_after.as_secs_f64(),
+        m.report_after.as_secs_f64(),
+        m.adapt["warnings"]
+    );
+    let check =
+        m.vm.login_and_run(
+            "root",
+            "ferry",
+            "findmnt -n -o SOURCE,UUID /; findmnt -n -o SOURCE,UUID /boot; \
+             swapon --show=NAME,TYPE,UUID --noheadings; sed -n 's/^[^#]/fstab: &/p' /etc/fstab; \
+             systemctl --failed --no-legend",
+        )
+        .unwrap_or_else(|e| panic!("{}: logging in: {e}", hw.name));
+    eprintln!("e2e: {}: console check:\n{check}", hw.name);
+    assert_first_boot(&hw.name, &m);
+    let has_line = |words: &[&str]| {
+        check.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= words.len() && f.iter().zip(words).all(|(a, b)| a == b)
+        })
+    };
+    // Root and /boot on the target disk, with the source's UUIDs; the swap
+    // partition in use.
+    assert!(has_line(&["/dev/vda3", SPLIT_ROOT_UUID]), "/: {check}");
+    assert!(has_line(&["/dev/vda1", SPLIT_BOOT_UUID]), "/boot: {check}");
+    assert!(
+        has_line(&["/dev/vda2", "partition", SPLIT_SWAP_UUID]),
+        "swap: {check}"
+    );
+    // The fstab: LABEL=, by-label and by-id became UUID=.
+    let fstab: Vec<Vec<&str>> = check
+        .lines()
+        .filter_map(|l| l.strip_prefix("fstab: "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let spec = |mount_point: &str, fs_type: &str| {
+        fstab
+            .iter()
+            .find(|f| f.len() >= 3 && f[1] == mount_point && f[2] == fs_type)
+            .map(|f| f[0])
+    };
+    let uuid = |u: &str| format!("UUID={u}");
+    assert_eq!(
+        spec("/", "ext4"),
+        Some(uuid(SPLIT_ROOT_UUID).as_str()),
+        "{check}"
+    );
+    assert_eq!(
+        spec("/boot", "ext4"),
+        Some(uuid(SPLIT_BOOT_UUID).as_str()),
+        "{check}"
+    );
+    assert_eq!(
+        spec("none", "swap"),
+        Some(uuid(SPLIT_SWAP_UUID).as_str()),
+        "{check}"
+    );
+}
+
+/// *full*: direct migration between two running agents. The IDE source
+/// boots the agent ISO while the UEFI/NVMe target (bigger disk) boots by
+/// PXE; `ferry migrate --from ... --to ... --adapt --reboot
+/// --poweroff-source` streams the source's disk to the target as it is
+/// read, through the relay in `ferry serve`'s library, never storing it.
+/// The target boots the migrated OS and reports; the library holds no new
+/// image and no relay segment.
+#[test]
+#[ignore = "full matrix: FERRY_E2E=full"]
+fn direct_migration_between_two_agents_to_uefi_nvme() {
+    let Some(lab) = lab() else {
+        eprintln!("SKIPPED direct_migration_between_two_agents_to_uefi_nvme");
+        return;
+    };
+    let fixture = debian_ide_fixture().join("debian-ide.img");
+    let src_disk = lab.dir.join("direct-source.img");
+    ok(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&fixture)
+        .arg(&src_disk));
+    let size = std::fs::metadata(&src_disk).expect("source disk").len();
+    let src_hw = Hardware {
+        name: "direct-source".into(),
+        mac: "52:54:00:e2:e0:11".into(),
+        ..lab::source_hardware()
+    };
+    let hw = Hardware {
+        name: "direct-nvme".into(),
+        mac: "52:54:00:e2:e0:12".into(),
+        ..lab::uefi_nvme_target()
+    };
+    let disk = blank_disk(&lab.dir.join("direct-nvme.img"), size + GIB);
+    let mut d = lab.migrate_direct("direct-web", &src_hw, &src_disk, &hw, &disk);
+    let m = &d.target;
+    assert_first_boot("direct", m);
+    let stats = &d.sent["stats"];
+    let (read, sent) = (
+        stats["bytes_read"].as_u64().unwrap_or(0),
+        stats["bytes_sent"].as_u64().unwrap_or(0),
+    );
+    let received = deploy_sum(&m.deploy, "bytes_fetched");
+    eprintln!(
+        "e2e: direct: agents up in {:.0} s; migrate (send, receive, adapt) {:.0} s; \
+         {} MiB read, {} MiB relayed, {} MiB received; login {:.0} s after the reboot",
+        d.agents_after.as_secs_f64(),
+        m.deploy_time.as_secs_f64(),
+        read >> 20,
+        sent >> 20,
+        received >> 20,
+        m.login_after.as_secs_f64()
+    );
+    assert!(read > 500 << 20 && sent < read, "{:#}", d.sent);
+    assert!(
+        received <= sent && sent - received < 1 << 20,
+        "{:#}",
+        m.deploy
+    );
+    // Other tests share the lab's library; none of them uses this label.
+    let images = lab_images(lab);
+    assert!(
+        !images.contains("direct-web"),
+        "a direct migration stores no image: {images}"
+    );
+    let relay = lab.mgr.library().join("relay");
+    let left: Vec<_> = std::fs::read_dir(&relay)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "relay objects left: {left:?}");
+    let out = d
+        .target
+        .vm
+        .login_and_run(
+            "root",
+            "ferry",
+            "findmnt -no SOURCE /; test -d /sys/firmware/efi && echo booted-uefi",
+        )
+        .unwrap_or_else(|e| panic!("direct: logging in: {e}"));
+    assert!(
+        out.contains("/dev/nvme0n1") && out.contains("booted-uefi"),
+        "{out}"
+    );
+}
+
+/// The images in the lab's library.
+fn lab_images(lab: &Lab) -> String {
+    ok(Command::new(ferry_tests::ferry_bin())
+        .arg("--library")
+        .arg(lab.mgr.library())
+        .args(["image", "ls"]))
 }
