@@ -47,6 +47,16 @@ use crate::store::LockMode;
 
 /// Pack bytes read per batch.
 pub const READ_BATCH: usize = 4 << 20;
+/// The last bytes to fetch are read in batches of at most [`TAIL_BATCH`]:
+/// at the end, the last few 4 MiB reads were left to one or two
+/// connections holding a 1/N share of the link (BBR takes seconds to claim
+/// the rest back), which cost up to 2.5 s of a 38 s restore at 100 Mbit/s,
+/// 50 ms RTT (tests/bench/net.sh). 64 MiB: more than the 4 MiB reads in
+/// flight at the 11 to 20 connections the limiter reaches there.
+const TAIL: u64 = 64 << 20;
+/// Batch size within [`TAIL`]: small enough that the last reads spread
+/// over every connection and finish together.
+const TAIL_BATCH: usize = 256 << 10;
 /// Batches queued for workers.
 const QUEUE: usize = 4;
 /// The most range reads in flight from a network store (at [`READ_BATCH`]
@@ -256,6 +266,7 @@ pub fn restore_stream(
         };
         drop((fetch_rx, to_workers));
         let mut planner = Planner {
+            to_plan: bytes_to_fetch(&list, index),
             lib,
             index,
             target,
@@ -289,6 +300,9 @@ pub fn restore_stream(
 }
 
 struct Planner<'a> {
+    /// Record bytes not yet planned (an upper bound: seeded chunks are
+    /// counted until passed).
+    to_plan: u64,
     lib: &'a Library,
     index: &'a Index,
     target: &'a Target,
@@ -335,6 +349,8 @@ impl Planner<'_> {
                     for _ in 0..count {
                         if !opts.no_seed && self.seeded(&id, pos, len, &mut seed_buf)? {
                             stats.bytes_seeded += u64::from(len);
+                            self.to_plan =
+                                self.to_plan.saturating_sub(loc.entry.record_len() as u64);
                         } else {
                             pending.push((pos, loc));
                             stats.chunks_fetched += 1;
@@ -382,6 +398,11 @@ impl Planner<'_> {
     fn fetch(&mut self, pending: &mut Vec<(u64, Location)>) -> Result<()> {
         let mut i = 0;
         while i < pending.len() {
+            let cap = if self.to_plan <= TAIL {
+                TAIL_BATCH
+            } else {
+                READ_BATCH
+            };
             let first = pending[i].1;
             let mut j = i + 1;
             let mut end = u64::from(first.entry.offset) + first.entry.record_len() as u64;
@@ -389,7 +410,7 @@ impl Planner<'_> {
                 let l = pending[j].1;
                 if l.pack != first.pack
                     || u64::from(l.entry.offset) != end
-                    || (end - u64::from(first.entry.offset)) as usize >= READ_BATCH
+                    || (end - u64::from(first.entry.offset)) as usize >= cap
                 {
                     break;
                 }
@@ -405,6 +426,7 @@ impl Planner<'_> {
             });
             let base = batch.len;
             batch.len += (end - start) as usize;
+            self.to_plan = self.to_plan.saturating_sub(end - start);
             batch.reads.push(Read {
                 pack: first.pack,
                 start,
@@ -419,7 +441,7 @@ impl Planner<'_> {
                     at,
                 });
             }
-            if batch.len >= READ_BATCH {
+            if batch.len >= cap {
                 self.send()?;
             }
             i = j;
@@ -448,8 +470,23 @@ impl Planner<'_> {
     }
 }
 
+/// The record bytes a restore of `list` fetches with nothing seeded.
+fn bytes_to_fetch(list: &ChunkList, index: &Index) -> u64 {
+    list.extents()
+        .iter()
+        .filter_map(|e| match e {
+            Extent::Chunk { id, count, .. } => index
+                .get(id)
+                .map(|l| l.entry.record_len() as u64 * u64::from(*count)),
+            _ => None,
+        })
+        .sum()
+}
+
 /// A fetch thread: performs planned batches' reads under the adaptive
-/// limit and passes them to the workers.
+/// limit and passes them to the workers. It takes its place under the
+/// limit before it takes a batch, so batches are fetched in plan order
+/// (the tail's small batches last) and at most `limit` are taken.
 fn fetch_batches(
     lib: &Library,
     index: &Index,
@@ -458,11 +495,16 @@ fn fetch_batches(
     limiter: &Limiter,
     errors: &FirstError,
 ) {
-    for mut batch in rx {
+    loop {
+        limiter.acquire();
+        let Ok(mut batch) = rx.recv() else {
+            limiter.cancel();
+            return;
+        };
         if errors.is_set() {
+            limiter.cancel();
             return;
         }
-        limiter.acquire();
         let result = batch.read(lib, index);
         limiter.release(batch.len as u64, result.is_ok());
         match result {

@@ -9,25 +9,50 @@
 #   (a) local          ferry restore --library DIR
 #   (b) loopback       over HTTPS on 127.0.0.1 (manager's library routes,
 #                      target/release/examples/library_server)
-#   (c) 100mbit/50ms   over a veth pair between two network namespaces made
-#                      here, netem delay 25ms + rate 100mbit on each side;
-#                      % of link rate = fetched bytes / seconds / 12.5 MB/s
+#   (c) 100mbit/50ms   between two network namespaces made here, over a
+#                      veth pair with netem delay 25ms rate 100mbit limit
+#                      1000 on each side or, on a kernel without sch_netem,
+#                      over ferry-link (tests/src/bin/ferry-link.rs: a
+#                      userspace emulator of that same netem link between a
+#                      TUN device in each namespace); % of link rate =
+#                      fetched bytes / seconds / 12.5 MB/s. Also the link's
+#                      ping RTT and, for reference, one plain TCP stream's
+#                      throughput through it (NET_RAW_MB, default 100 MB).
 #   (d) 8 concurrent   restores over loopback; the server's peak RSS (VmHWM)
 # Targets: (c) >= 90 % of link rate, (b) >= 70 % of (a), (d) RSS <= 150 MB.
-# Environment: FERRY, LIBRARY_SERVER (binaries), NET_CLIENTS (default 8),
-# NET_SKIP_NETNS=1 to leave out (c).
+# Environment: FERRY, LIBRARY_SERVER, FERRY_LINK (binaries), NET_CLIENTS
+# (default 8), NET_RAW_MB, NET_SKIP_NETNS=1 to leave out (c).
 set -Eeuo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 IMG=${1:?usage: net.sh IMG WORK}
 WORK=${2:?usage: net.sh IMG WORK}
 FERRY=${FERRY:-$REPO/target/release/ferry}
 SERVER=${LIBRARY_SERVER:-$REPO/target/release/examples/library_server}
+FERRY_LINK=${FERRY_LINK:-$REPO/target/release/ferry-link}
 CLIENTS=${NET_CLIENTS:-8}
+RAW_MB=${NET_RAW_MB:-100}
 NS_S=ferry-bench-srv NS_C=ferry-bench-cli
 log() { printf '[net %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [[ -x $FERRY ]] || die "no ferry binary at $FERRY"
 [[ -x $SERVER ]] || die "no library_server at $SERVER (cargo build --release -p manager --examples)"
+
+# have_netem: whether this kernel has sch_netem (tried in a scratch namespace).
+have_netem() {
+	local ns=ferry-bench-probe ok=1
+	ip netns del "$ns" 2>/dev/null || true
+	ip netns add "$ns"
+	ip -n "$ns" link set lo up
+	ip netns exec "$ns" tc qdisc add dev lo root netem delay 1ms 2>/dev/null || ok=0
+	ip netns del "$ns"
+	((ok))
+}
+NETEM=0
+if [[ ${NET_SKIP_NETNS:-0} != 1 ]]; then
+	if have_netem; then NETEM=1; else
+		[[ -x $FERRY_LINK ]] || die "this kernel has no sch_netem and there is no ferry-link at $FERRY_LINK to emulate the link with (cargo build --release -p ferry-tests --bin ferry-link, or set FERRY_LINK)"
+	fi
+fi
 
 PIDS=()
 cleanup() {
@@ -59,6 +84,7 @@ restore_json() {
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 mbs() { python3 -c "print(f'{$1/$2/1e6:.1f}')"; }
 pct() { python3 -c "print(f'{100*$1/$2:.0f}')"; }
+linkpct() { python3 -c "print(f'{100*$1/$2/12.5e6:.1f}')"; } # BYTES SECONDS: % of 100 Mbit/s
 check() { cmp -s "$IMG" "$OUT" || die "restore $1 is not byte-identical"; }
 
 start_server() { # ADDR [ns] -> sets SERVER_PID
@@ -115,35 +141,97 @@ log "(c) 100 Mbit/s, 50 ms RTT between two namespaces"
 ip netns del "$NS_S" 2>/dev/null || true
 ip netns del "$NS_C" 2>/dev/null || true
 ip netns add "$NS_S"; ip netns add "$NS_C"
-ip link add fb-s netns "$NS_S" type veth peer name fb-c netns "$NS_C"
-ip -n "$NS_S" addr add 10.231.0.1/30 dev fb-s
-ip -n "$NS_C" addr add 10.231.0.2/30 dev fb-c
-for ns in "$NS_S" "$NS_C"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_S" link set fb-s up; ip -n "$NS_C" link set fb-c up
-start_server 10.231.0.1:8443 "$NS_S"
-if ip netns exec "$NS_S" tc qdisc add dev fb-s root netem delay 25ms rate 100mbit limit 5000 2>/dev/null; then
-	ip netns exec "$NS_C" tc qdisc add dev fb-c root netem delay 25ms rate 100mbit limit 5000
-	LINK="netem delay 25ms rate 100mbit on each side"
+for ns in "$NS_S" "$NS_C"; do
+	ip -n "$ns" link set lo up
+	# Each connection starts from scratch, not from the ssthresh and RTT
+	# an earlier one (the raw stream, another restore) left in tcp_metrics.
+	ip netns exec "$ns" sysctl -qw net.ipv4.tcp_no_metrics_save=1
+done
+LINK_PID=
+if ((NETEM)); then
+	ip link add fb-s netns "$NS_S" type veth peer name fb-c netns "$NS_C"
+	ip -n "$NS_S" addr add 10.231.0.1/30 dev fb-s
+	ip -n "$NS_C" addr add 10.231.0.2/30 dev fb-c
+	ip -n "$NS_S" link set fb-s up; ip -n "$NS_C" link set fb-c up
+	ip netns exec "$NS_S" tc qdisc add dev fb-s root netem delay 25ms rate 100mbit limit 1000
+	ip netns exec "$NS_C" tc qdisc add dev fb-c root netem delay 25ms rate 100mbit limit 1000
+	LINK="veth, netem delay 25ms rate 100mbit limit 1000 on each side"
 else
-	# This kernel has no sch_netem: the rate by tbf on each side, the
-	# delay by a userspace proxy in the client's namespace (see
-	# delay_proxy.py for what that does and does not model).
-	for d in "$NS_S fb-s" "$NS_C fb-c"; do
-		set -- $d
-		ip netns exec "$1" tc qdisc add dev "$2" root tbf rate 100mbit burst 32kb latency 200ms
-	done
-	ip netns exec "$NS_C" python3 "$REPO/tests/bench/delay_proxy.py" 127.0.0.1 8443 10.231.0.1 8443 25 >"$WORK/proxy.out" 2>&1 &
-	PIDS+=($!)
-	for _ in $(seq 50); do grep -q ready "$WORK/proxy.out" 2>/dev/null && break; sleep 0.1; done
-	URL=https://127.0.0.1:8443/v1/library
-	LINK="tbf rate 100mbit on each side + delay_proxy.py 25 ms each way (no sch_netem in this kernel)"
+	# No sch_netem: the namespaces are joined only by ferry-link, which
+	# models the same link (per direction: 100 Mbit/s serialization of IP
+	# length + 14 bytes, FIFO, 25 ms delay, drop-tail at 1000 packets).
+	"$FERRY_LINK" --ns-a "$NS_S" --dev-a fl-s --ns-b "$NS_C" --dev-b fl-c \
+		--rate 100mbit --delay 25ms --limit 1000 >"$WORK/link.out" 2>"$WORK/link.err" &
+	LINK_PID=$!
+	PIDS+=("$LINK_PID")
+	for _ in $(seq 50); do grep -q ready "$WORK/link.out" 2>/dev/null && break; sleep 0.1; done
+	grep -q ready "$WORK/link.out" || die "ferry-link did not start: $(cat "$WORK/link.err")"
+	ip -n "$NS_S" addr add 10.231.0.1 peer 10.231.0.2 dev fl-s
+	ip -n "$NS_C" addr add 10.231.0.2 peer 10.231.0.1 dev fl-c
+	ip -n "$NS_S" link set fl-s up; ip -n "$NS_C" link set fl-c up
+	LINK="ferry-link (TUN in each namespace; no sch_netem in this kernel): delay 25ms rate 100mbit limit 1000 each way"
 fi
+LINK="$LINK; TCP congestion control $(ip netns exec "$NS_S" sysctl -n net.ipv4.tcp_congestion_control)"
 log "link: $LINK"
+echo "link: $LINK" >>"$REPORT"
+# What TCP can carry at best: 1448 payload bytes (MSS with timestamps) per
+# 1514 bytes on the wire, before TLS records and HTTP.
+echo "link: TCP payload ceiling 1448/1514 = 95.6 % of link rate" | tee -a "$REPORT"
+# link_counters: ferry-link's counters so far (nothing under netem).
+link_counters() {
+	[[ -n $LINK_PID ]] || return 0
+	local n
+	n=$(wc -l <"$WORK/link.err")
+	kill -USR2 "$LINK_PID"
+	for _ in $(seq 20); do (($(wc -l <"$WORK/link.err") >= n + 2)) && break; sleep 0.1; done
+	tail -n +$((n + 1)) "$WORK/link.err" | sed 's/^ferry-link so far: /  /'
+}
+
+rtt=$(ip netns exec "$NS_C" ping -n -q -c 5 -i 0.2 10.231.0.1 | sed -n 's|^rtt min/avg/max/mdev = \([^ ]*\) ms|\1|p')
+[[ -n $rtt ]] || die "no ping reply from 10.231.0.1 through the link"
+echo "ping       rtt min/avg/max/mdev $rtt ms (link: 50)" | tee -a "$REPORT"
+
+start_server 10.231.0.1:8443 "$NS_S"
+log "link: restore"
 j=$(restore_json "$OUT" "$URL" "$NS_C")
 check netns
 s=$(field seconds <<<"$j")
 f=$(field bytes_fetched <<<"$j")
 rate=$(mbs "$f" "$s")
-echo "link: $LINK" >>"$REPORT"
-echo "100mbit/50ms ${s}s  fetched $f bytes at $rate MB/s = $(pct "$rate" 12.5) % of link rate (target >= 90)  image at $(mbs "$size" "$s") MB/s  concurrency $(field read_concurrency <<<"$j")" | tee -a "$REPORT"
+echo "100mbit/50ms ${s}s  fetched $f bytes at $rate MB/s = $(linkpct "$f" "$s") % of link rate (target >= 90)  image at $(mbs "$size" "$s") MB/s  concurrency $(field read_concurrency <<<"$j")" | tee -a "$REPORT"
+link_counters | tee -a "$REPORT"
+
+# One plain TCP stream through the same link, for reference: what the link
+# itself carries, slow start included (the receiver times connect to EOF).
+log "link: one TCP stream of $RAW_MB MB"
+ip netns exec "$NS_S" python3 -c '
+import socket, sys
+srv = socket.create_server(("10.231.0.1", 8444))
+print("ready", flush=True)
+c, _ = srv.accept()
+left, buf = int(sys.argv[1]) << 20, bytes(1 << 20)
+while left > 0:
+    left -= c.send(buf[: min(left, len(buf))])
+c.shutdown(socket.SHUT_WR)
+c.recv(1)
+' "$RAW_MB" >"$WORK/raw.out" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do grep -q ready "$WORK/raw.out" 2>/dev/null && break; sleep 0.1; done
+raw=$(ip netns exec "$NS_C" python3 -c '
+import socket, time
+t = time.monotonic()
+c = socket.create_connection(("10.231.0.1", 8444))
+n = 0
+while b := c.recv(1 << 20):
+    n += len(b)
+print(n, time.monotonic() - t)
+') || die "the plain TCP stream failed: $(cat "$WORK/raw.out")"
+read -r raw_b raw_s <<<"$raw"
+echo "one TCP stream $raw_b bytes in $(printf %.1f "$raw_s")s at $(mbs "$raw_b" "$raw_s") MB/s = $(linkpct "$raw_b" "$raw_s") % of link rate" | tee -a "$REPORT"
+if [[ -n $LINK_PID ]]; then
+	kill "$LINK_PID"
+	wait "$LINK_PID" || true
+	echo "ferry-link totals:" >>"$REPORT"
+	grep '^ferry-link: ' "$WORK/link.err" | sed 's/^ferry-link: /  /' | tee -a "$REPORT"
+fi
 cat "$REPORT"

@@ -75,6 +75,13 @@ impl Limiter {
         s.in_flight += 1;
     }
 
+    /// Gives the place back unused (nothing was read).
+    pub(crate) fn cancel(&self) {
+        let mut s = self.lock();
+        s.in_flight -= 1;
+        self.cv.notify_all();
+    }
+
     /// Gives the place back, reporting `bytes` read (`ok` false on failure).
     pub(crate) fn release(&self, bytes: u64, ok: bool) {
         let mut s = self.lock();
