@@ -334,15 +334,27 @@ fn e_uefi_gpt_from_bios_mbr() {
         &["boot loader: uefi"],
         |_| {},
         // Before the boot (which mounts it): the ESP ferry wrote is
-        // fsck-clean and holds the fallback loader.
+        // fsck-clean and holds the fallback loader, and the root's fstab
+        // mounts it by UUID, nofail (a failed vfat mount must not stop
+        // the boot).
         |disk| {
             let out = ok(Command::new("bash").arg("-c").arg(format!(
                 "set -euo pipefail; L=$(losetup -f --show {}); partx -a $L; trap 'partx -d $L; losetup -d $L' EXIT; \
-                 p=; for n in 1 2 3 4; do if [ \"$(sfdisk --part-type $L $n 2>/dev/null)\" = C12A7328-F81F-11D2-BA4B-00A0C93EC93B ]; then p=${{L}}p$n; fi; done; \
-                 fsck.fat -n $p; MTOOLS_SKIP_CHECK=1 mdir -b -i $p ::EFI/BOOT",
+                 p=; r=; for n in 1 2 3 4; do if [ \"$(sfdisk --part-type $L $n 2>/dev/null)\" = C12A7328-F81F-11D2-BA4B-00A0C93EC93B ]; then p=${{L}}p$n; fi; \
+                 if [ \"$(blkid -o value -s TYPE ${{L}}p$n 2>/dev/null)\" = ext4 ]; then r=${{L}}p$n; fi; done; \
+                 fsck.fat -n $p; MTOOLS_SKIP_CHECK=1 mdir -b -i $p ::EFI/BOOT; \
+                 echo \"esp uuid: $(blkid -o value -s UUID $p)\"; debugfs -R 'cat /etc/fstab' $r 2>/dev/null | sed -n 's|^\\(UUID=[^ \\t]*\\)[ \\t]*/boot/efi[ \\t]*vfat[ \\t]*\\([^ \\t]*\\).*|fstab esp: \\1 \\2|p'",
                 disk.display()
             )));
             assert!(out.contains("BOOTX64.EFI"), "{out}");
+            let uuid = out
+                .lines()
+                .find_map(|l| l.strip_prefix("esp uuid: "))
+                .unwrap_or_default();
+            assert!(
+                out.contains(&format!("fstab esp: UUID={uuid} umask=0077,nofail")),
+                "the fstab does not mount the ESP by UUID, nofail:\n{out}"
+            );
         },
     );
 }

@@ -573,27 +573,29 @@ fn run_steps(
     // 3. Identity.
     progress("rewriting device references to UUIDs");
     if let Some(text) = read_text(root, "etc/fstab") {
-        let mut r =
-            rewrite::fstab::rewrite_fstab(&text, map, &rewrite::fstab::FstabOptions::default());
-        if firmware == Firmware::Uefi {
-            if let Some(uuid) = t.esp.as_ref().and_then(|e| e.uuid.clone()) {
-                let added = rewrite::fstab::add_mount(
-                    &r.text,
-                    &format!("UUID={uuid}"),
-                    "/boot/efi",
-                    "vfat",
-                    "umask=0077",
-                    1,
-                );
-                r.text = added.text;
-                r.edits.extend(added.edits);
-                std::fs::create_dir_all(root.join("boot/efi")).map_err(|e| AdaptError::Io {
-                    action: "creating",
-                    path: root.join("boot/efi").display().to_string(),
-                    source: e,
-                })?;
-            }
+        // On UEFI the ESP gets a mount; like every mount but /, /usr and
+        // /var it is `nofail`, so a slow or failed vfat mount cannot drop
+        // the migrated server into the emergency shell.
+        let esp = match firmware {
+            Firmware::Uefi => t.esp.as_ref().and_then(|e| e.uuid.clone()),
+            Firmware::Bios => None,
+        };
+        let mut options = rewrite::fstab::FstabOptions::default();
+        if let Some(uuid) = &esp {
+            options.add.push(rewrite::fstab::FstabEntry {
+                spec: format!("UUID={uuid}"),
+                mountpoint: "/boot/efi".into(),
+                fstype: "vfat".into(),
+                options: "umask=0077".into(),
+                pass: 1,
+            });
+            std::fs::create_dir_all(root.join("boot/efi")).map_err(|e| AdaptError::Io {
+                action: "creating",
+                path: root.join("boot/efi").display().to_string(),
+                source: e,
+            })?;
         }
+        let r = rewrite::fstab::rewrite_fstab(&text, map, &options);
         apply(changes, report, "etc/fstab", r, "file systems by UUID")?;
     }
     if let Some(text) = read_text(root, "etc/crypttab") {

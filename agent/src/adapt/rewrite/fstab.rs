@@ -65,7 +65,8 @@ pub struct FstabOptions {
     /// Comment out network mounts.
     pub disable_network_mounts: bool,
     /// Mounts to add (or to put in place of another mount of the same
-    /// mount point), as [`add_mount`] does.
+    /// mount point), each following the column layout of the last entry;
+    /// applying them again changes nothing.
     pub add: Vec<FstabEntry>,
 }
 
@@ -114,32 +115,6 @@ pub fn rewrite_fstab(text: &str, map: &DeviceMap, options: &FstabOptions) -> Rew
         }
         add_entry(&mut doc, &entry);
     }
-    doc.finish()
-}
-
-/// Adds an entry for `mountpoint` unless one with the same `spec` is
-/// there; another active entry for the same mount point is commented out
-/// and the new one goes right after it. The new line follows the column
-/// layout of the last entry. Idempotent.
-pub fn add_mount(
-    text: &str,
-    spec: &str,
-    mountpoint: &str,
-    fstype: &str,
-    options: &str,
-    pass: u8,
-) -> Rewritten {
-    let mut doc = Document::new("/etc/fstab", text);
-    add_entry(
-        &mut doc,
-        &FstabEntry {
-            spec: spec.to_string(),
-            mountpoint: mountpoint.to_string(),
-            fstype: fstype.to_string(),
-            options: options.to_string(),
-            pass,
-        },
-    );
     doc.finish()
 }
 
@@ -429,6 +404,32 @@ UUID=1b2c3d4e-0000-4000-8000-00000000000a /boot                   xfs     defaul
         );
         assert_eq!(out.text, "UUID=4A1B-2C3D /san ext4 _netdev,nofail 0 0\n");
         assert_warnings(&out.warnings, &["line 1: /san is a network block device"]);
+    }
+
+    /// Adds an entry for `mountpoint` unless one with the same `spec` is
+    /// there; another active entry for the same mount point is commented out
+    /// and the new one goes right after it. The new line follows the column
+    /// layout of the last entry. Idempotent.
+    fn add_mount(
+        text: &str,
+        spec: &str,
+        mountpoint: &str,
+        fstype: &str,
+        options: &str,
+        pass: u8,
+    ) -> Rewritten {
+        let mut doc = Document::new("/etc/fstab", text);
+        add_entry(
+            &mut doc,
+            &FstabEntry {
+                spec: spec.to_string(),
+                mountpoint: mountpoint.to_string(),
+                fstype: fstype.to_string(),
+                options: options.to_string(),
+                pass,
+            },
+        );
+        doc.finish()
     }
 
     #[test]
