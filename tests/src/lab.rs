@@ -170,14 +170,9 @@ impl Hardware {
         lab: &Lab,
         vars: Option<&Path>,
     ) -> Vec<String> {
-        // A 64 MiB TCG translation cache (QEMU's default is 1 GiB): the
-        // cache keeps the code of the OS that ran before a reboot in this
-        // process, and the next kernel pays to invalidate it page by page
-        // (the agent's initramfs took 8.8–26 s to unpack after Debian with
-        // the default, 2.5 s with this; see tests/tests/swap.rs).
         let mut a: Vec<String> = [
-            "-accel",
-            "tcg,tb-size=64",
+            crate::qemu::TCG_ACCEL[0],
+            crate::qemu::TCG_ACCEL[1],
             "-machine",
             self.machine,
             "-m",

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use ferry_tests::lab::{agent_bin, host_kernel};
 use ferry_tests::manager::Manager;
-use ferry_tests::qemu::Vm;
+use ferry_tests::qemu::{Vm, TCG_ACCEL};
 use ferry_tests::{debian_ide_fixture, ferry_bin, is_root, ok, run, Loop};
 
 /// A Debian boot to `login:` takes 40–90 s under TCG; leave room for a
@@ -264,16 +264,11 @@ fn swap_to_the_agent_capture_offline_and_boot_back() {
     // max gives the guest SSE4.1/AVX2 paths for blake3 and LZ4.
     // $FERRY_TEST_CPU overrides it, to compare.
     let cpu = std::env::var("FERRY_TEST_CPU").unwrap_or_else(|_| "max".into());
-    // tb-size=64 (MiB; QEMU's default is 1 GiB): TCG keeps the translated
-    // code of the OS that ran before a kexec or a reboot in this process,
-    // and the next kernel's writes over those pages invalidate it piece by
-    // piece. With the default cache the agent's kernel took 8.8–26 s to
-    // unpack its initramfs after Debian (2.3 s in a fresh QEMU); with 64
-    // MiB, 2.5 s, and Debian boots no slower. An emulator artefact: real
-    // machines and KVM translate nothing.
+    // TCG_ACCEL: a bounded translation cache, or the agent kernel pays
+    // for the code Debian left in it.
     let args: Vec<String> = [
-        "-accel",
-        "tcg,tb-size=64",
+        TCG_ACCEL[0],
+        TCG_ACCEL[1],
         "-machine",
         "pc",
         "-cpu",
