@@ -19,7 +19,8 @@
 #   casync make/extract/make v2 on the same images, store size by du -sb
 #                    (casync compresses every chunk with zstd level 3; its
 #                    du -sb counts one directory per chunk-id prefix as well)
-#   file trees     tar -c / -x, ferry --files capture, restore, re-capture, casync catar
+#   file trees     tar -c / -x, ferry --files capture, restore, re-capture (cold),
+#                  a zstd capture (stored bytes), casync catar
 #   net            tests/bench/net.sh: restore local, over loopback HTTPS, over
 #                  100 Mbit/s + 50 ms between namespaces, 8 concurrent (server RSS)
 #   server images  ferry capture --disk of debian.img (LZ4, and zstd); deploy of it onto 2 GiB
@@ -230,6 +231,10 @@ section_tree() {
 		log "ferry tree restore: rsync -aHAX finds no difference"
 		rm -rf "$WORK/ferry-tree-out"
 		measure ferry_tree_recapture --sync "$WORK" -- "$FERRY" capture "$tree" --files --library "$lib" --name t2 --parent t1
+		measure ferry_tree_zstd_capture --sync "$WORK" -- "$FERRY" capture "$tree" --files --library "$lib-zstd" --name t1 --compression "zstd:$ZSTD_LEVEL"
+		sync
+		record_stored ferry_tree_zstd_capture "$(size_b "$lib-zstd")"
+		rm -rf "$lib-zstd"
 	fi
 
 	measure casync_tree_make --sync "$WORK" -- casync make --store="$store" "$WORK/tree.caidx" "$tree"
@@ -343,7 +348,7 @@ report() {
 		echo "  stored bytes   $(div "$(stored_of casync_make)" "$(stored_of ferry_capture)")x (LZ4 against casync's zstd)"
 		echo "  stored bytes   $(div "$(stored_of casync_make)" "$(stored_of ferry_zstd_capture)")x (zstd:$ZSTD_LEVEL against casync's zstd:3)"
 	fi
-	for step in ferry_capture ferry_restore ferry_zstd_capture ferry_zstd_restore ferry_incr ferry_disk_capture ferry_disk_16G ferry_deploy_2G ferry_deploy_4G ferry_deploy_1536M; do
+	for step in ferry_capture ferry_restore ferry_zstd_capture ferry_zstd_restore ferry_tree_capture ferry_tree_zstd_capture ferry_incr ferry_disk_capture ferry_disk_16G ferry_deploy_2G ferry_deploy_4G ferry_deploy_1536M; do
 		r=$(rss_of "$step")
 		[[ -z $r ]] || max_rss=$(awk -v a="${max_rss:-0}" -v b="$r" 'BEGIN { print (b > a ? b : a) }')
 	done
@@ -369,6 +374,8 @@ report() {
 	target "tree re-capture (s) <= 10% of capture" "$(secs_of ferry_tree_recapture)" "<=" \
 		"$(mul "$(secs_of ferry_tree_capture)" 0.1)"
 	target "tree stored (bytes) <= casync catar store" "$(stored_of ferry_tree_capture)" "<=" "$(stored_of casync_tree_make)"
+	target "tree zstd:$ZSTD_LEVEL capture (s) <= tar -c" "$(secs_of ferry_tree_zstd_capture)" "<=" "$(secs_of tar_create)"
+	target "tree zstd:$ZSTD_LEVEL stored <= casync catar store" "$(stored_of ferry_tree_zstd_capture)" "<=" "$(stored_of casync_tree_make)"
 	echo
 	echo "server-image targets (issue 4):"
 	target "disk capture --disk (s) <= 1.0 x cp" "$(secs_of ferry_disk_capture)" "<=" "$cp"

@@ -73,6 +73,36 @@ pub fn json(cmd: &mut Command) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{cmd:?} printed no JSON ({e}):\n{out}"))
 }
 
+/// Runs a command that prints JSON, like [`json`], and also returns the bytes
+/// it read from storage: a shell runs it and then reads its own
+/// `/proc/PID/io`, to which the kernel adds a reaped child's `read_bytes`.
+pub fn json_and_disk_reads(cmd: &Command) -> (serde_json::Value, u64) {
+    let mut shell = Command::new("sh");
+    shell
+        .arg("-c")
+        .arg(r#""$@" --json || exit $?; echo; grep '^read_bytes:' /proc/$$/io"#)
+        .arg("sh")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => shell.env(k, v),
+            None => shell.env_remove(k),
+        };
+    }
+    let out = ok(&mut shell);
+    let (json, io) = out
+        .rsplit_once("read_bytes:")
+        .unwrap_or_else(|| panic!("{cmd:?}: no read_bytes line after its output:\n{out}"));
+    let value = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("{cmd:?} printed no JSON ({e}):\n{json}"));
+    let read = io
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("read_bytes of {cmd:?}: {e}: {io}"));
+    (value, read)
+}
+
 /// Deterministic pseudo-random bytes (xorshift64).
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

@@ -7,7 +7,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use ferry_tests::{
-    debian_fixture, extract_debian_tree, ferry, is_root, json, ok, require, rsync_differences, sh,
+    debian_fixture, extract_debian_tree, ferry, is_root, json, json_and_disk_reads, ok, require,
+    rsync_differences, sh,
 };
 
 /// Adds what a debootstrapped tree may lack: every special case at once.
@@ -84,8 +85,11 @@ fn a_debian_tree_round_trips_through_a_directory_capture() {
         sparse.blocks()
     );
 
-    // Unchanged re-capture: the files cache reads no file content.
-    let again = json(
+    // Unchanged re-capture: the files cache reads no file content, and
+    // the disk is not asked for it either (no read-ahead of cached files):
+    // from a cold page cache, the capture reads little beyond metadata.
+    sh("sync; echo 3 > /proc/sys/vm/drop_caches");
+    let (again, disk) = json_and_disk_reads(
         ferry(&lib)
             .arg("capture")
             .arg(&src)
@@ -96,6 +100,12 @@ fn a_debian_tree_round_trips_through_a_directory_capture() {
         Some(0),
         "{}",
         again["stats"]
+    );
+    let data = m["trees"][0]["stream"]["data_bytes"].as_u64().unwrap_or(0);
+    eprintln!("unchanged re-capture, cold cache: {disk} bytes read from the disk for {data} bytes of file data");
+    assert!(
+        disk < data / 10,
+        "an unchanged re-capture read {disk} bytes from the disk ({data} bytes of file data)"
     );
     // A change is seen: the changed file is read again, and only it.
     sh(&format!("echo more >> '{}/etc/hostname'", src.display()));

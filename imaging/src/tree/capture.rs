@@ -32,7 +32,7 @@ use crate::index::Index;
 use crate::library::Library;
 use crate::manifest::{FsInfo, Manifest, Tree, TreeStream};
 use crate::progress::{ProgressSink, Throttle};
-use crate::tree::entry::{Content, Entry, FileExtent, Kind};
+use crate::tree::entry::{Content, Entry, FileExtent, FileStamp, Kind};
 use crate::tree::read::read_entries;
 use crate::tree::walk::{walk_dir, WalkOptions, LIVE_ROOT_EXCLUDES};
 
@@ -83,8 +83,13 @@ pub(crate) trait TreeSource: Sync {
     /// File-system facts, for unmounted sources.
     fn filesystem(&self) -> Option<FsInfo>;
     /// Walks the tree in walk order; `visit` gets each entry and a feeder
-    /// for regular files' content.
-    fn walk(&self, visit: &mut dyn FnMut(Entry, &mut dyn Feeder) -> Result<()>) -> Result<()>;
+    /// for regular files' content. Files for which `known` says yes will
+    /// not be fed: a source need not read them ahead.
+    fn walk(
+        &self,
+        known: &dyn Fn(&FileStamp) -> bool,
+        visit: &mut dyn FnMut(Entry, &mut dyn Feeder) -> Result<()>,
+    ) -> Result<()>;
 }
 
 /// Feeds one regular file's content into a chunker.
@@ -116,9 +121,15 @@ impl TreeSource for DirSource {
     fn filesystem(&self) -> Option<FsInfo> {
         None
     }
-    fn walk(&self, visit: &mut dyn FnMut(Entry, &mut dyn Feeder) -> Result<()>) -> Result<()> {
+    fn walk(
+        &self,
+        known: &dyn Fn(&FileStamp) -> bool,
+        visit: &mut dyn FnMut(Entry, &mut dyn Feeder) -> Result<()>,
+    ) -> Result<()> {
         let mut feeder = DirFeeder { root: &self.root };
-        let stats = walk_dir(&self.root, &self.opts, &mut |e| visit(e, &mut feeder))?;
+        let stats = walk_dir(&self.root, &self.opts, known, &mut |e| {
+            visit(e, &mut feeder)
+        })?;
         if stats.sockets + stats.vanished + stats.mounts > 0 {
             tracing::info!(
                 "skipped {} socket(s), {} vanished entr(ies), {} other file system(s)",
@@ -249,14 +260,15 @@ impl FilesCache {
         Ok(FilesCache { files })
     }
 
+    /// Whether a file with this stamp was recorded in the parent.
+    fn knows(&self, s: &FileStamp) -> bool {
+        self.files.get(&s.ino).is_some_and(|c| c.stamp() == *s)
+    }
+
     /// The recorded content of `e`, if it is unchanged and fully stored.
     fn content(&self, e: &Entry, index: &Index) -> Option<Content> {
         let c = self.files.get(&e.ino)?;
-        let same = c.size == e.size
-            && c.mtime == e.mtime
-            && c.mtime_ns == e.mtime_ns
-            && c.ctime == e.ctime
-            && c.ctime_ns == e.ctime_ns;
+        let same = c.stamp() == e.stamp();
         let content = c.content.as_ref()?;
         let stored = content.extents.iter().all(|x| match x {
             FileExtent::Chunk { id, .. } => index.contains(id),
@@ -417,64 +429,67 @@ fn produce(
 ) -> Result<()> {
     let stopped = Cell::new(false);
     let mut finished: Vec<Entry> = Vec::new();
-    src.walk(&mut |mut e: Entry, feeder: &mut dyn Feeder| {
-        if stopped.get() {
-            return Err(Error::Source {
-                path: src.describe(),
-                reason: "capture stopped".into(),
-            });
-        }
-        let needs_content = e.kind == Kind::File && e.hardlink.is_none();
-        if needs_content && e.size > 0 {
-            if let Some(c) = cache.content(&e, index) {
-                cached.fetch_add(e.size, Ordering::Relaxed);
-                e.content = Some(c);
+    src.walk(
+        &|s| cache.knows(s),
+        &mut |mut e: Entry, feeder: &mut dyn Feeder| {
+            if stopped.get() {
+                return Err(Error::Source {
+                    path: src.describe(),
+                    reason: "capture stopped".into(),
+                });
             }
-        } else if needs_content {
-            e.content = Some(Content::default());
-        }
-        if !needs_content || e.content.is_some() {
-            finished.push(e);
-            if finished.len() >= ENTRY_GROUP {
+            let needs_content = e.kind == Kind::File && e.hardlink.is_none();
+            if needs_content && e.size > 0 {
+                if let Some(c) = cache.content(&e, index) {
+                    cached.fetch_add(e.size, Ordering::Relaxed);
+                    e.content = Some(c);
+                }
+            } else if needs_content {
+                e.content = Some(Content::default());
+            }
+            if !needs_content || e.content.is_some() {
+                finished.push(e);
+                if finished.len() >= ENTRY_GROUP {
+                    let before = std::mem::take(&mut finished);
+                    let tag = Tag {
+                        before,
+                        entry: None,
+                        last: false,
+                    };
+                    if !emit(Batch::default(), tag) {
+                        stopped.set(true);
+                    }
+                }
+                return Ok(());
+            }
+            // One chunker per file; hold one batch back so the last is known.
+            let mut chunker = Chunker::new(params);
+            let mut held: Option<Batch> = None;
+            let mut entry = Some(Box::new(e.clone()));
+            let mut send = |b: Batch, last: bool, entry: &mut Option<Box<Entry>>| {
                 let before = std::mem::take(&mut finished);
                 let tag = Tag {
                     before,
-                    entry: None,
-                    last: false,
+                    entry: entry.take(),
+                    last,
                 };
-                if !emit(Batch::default(), tag) {
+                if !stopped.get() && !emit(b, tag) {
                     stopped.set(true);
                 }
-            }
-            return Ok(());
-        }
-        // One chunker per file; hold one batch back so the last is known.
-        let mut chunker = Chunker::new(params);
-        let mut held: Option<Batch> = None;
-        let mut entry = Some(Box::new(e.clone()));
-        let mut send = |b: Batch, last: bool, entry: &mut Option<Box<Entry>>| {
-            let before = std::mem::take(&mut finished);
-            let tag = Tag {
-                before,
-                entry: entry.take(),
-                last,
             };
-            if !stopped.get() && !emit(b, tag) {
-                stopped.set(true);
+            {
+                let mut on_batch = |b: Batch| {
+                    if let Some(prev) = held.replace(b) {
+                        send(prev, false, &mut entry);
+                    }
+                };
+                feeder.feed(&e, &mut chunker, &mut on_batch, read)?;
+                chunker.finish(&mut on_batch);
             }
-        };
-        {
-            let mut on_batch = |b: Batch| {
-                if let Some(prev) = held.replace(b) {
-                    send(prev, false, &mut entry);
-                }
-            };
-            feeder.feed(&e, &mut chunker, &mut on_batch, read)?;
-            chunker.finish(&mut on_batch);
-        }
-        send(held.take().unwrap_or_default(), true, &mut entry);
-        Ok(())
-    })?;
+            send(held.take().unwrap_or_default(), true, &mut entry);
+            Ok(())
+        },
+    )?;
     if !finished.is_empty() && !stopped.get() {
         emit(
             Batch::default(),

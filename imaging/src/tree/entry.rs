@@ -162,7 +162,31 @@ pub struct Entry {
     pub ctime_ns: u32,
 }
 
+/// What the files cache compares: a regular file whose stamp is unchanged
+/// is taken to hold the content recorded for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Inode number.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+    /// Change time (seconds, nanoseconds).
+    pub ctime: (i64, u32),
+}
+
 impl Entry {
+    /// The files-cache stamp of this entry.
+    pub fn stamp(&self) -> FileStamp {
+        FileStamp {
+            ino: self.ino,
+            size: self.size,
+            mtime: (self.mtime, self.mtime_ns),
+            ctime: (self.ctime, self.ctime_ns),
+        }
+    }
+
     /// An entry with the given path and kind and everything else zero.
     pub fn new(path: impl Into<Bytes>, kind: Kind) -> Self {
         Entry {

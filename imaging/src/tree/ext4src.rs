@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::ext4::Ext4Tree;
 use crate::manifest::FsInfo;
 use crate::tree::capture::{Feeder, TreeSource};
-use crate::tree::entry::Entry;
+use crate::tree::entry::{Entry, FileStamp};
 
 /// Bytes read per call from a file.
 const READ_SIZE: usize = 1 << 20;
@@ -58,7 +58,11 @@ impl TreeSource for Ext4Source {
             label: self.label.clone(),
         })
     }
-    fn walk(&self, visit: &mut dyn FnMut(Entry, &mut dyn Feeder) -> Result<()>) -> Result<()> {
+    fn walk(
+        &self,
+        _known: &dyn Fn(&FileStamp) -> bool,
+        visit: &mut dyn FnMut(Entry, &mut dyn Feeder) -> Result<()>,
+    ) -> Result<()> {
         // Opened here, on the walking thread, with its own read state.
         let tree = Ext4Tree::open(&self.path, 0, None)?;
         let mut feeder = Ext4Feeder {

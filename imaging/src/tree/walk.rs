@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::tree::entry::{Bytes, Entry, Kind};
+use crate::tree::entry::{Bytes, Entry, FileStamp, Kind};
 use crate::tree::xattr;
 
 /// The contents of these are skipped when capturing a live root (`/`); the
@@ -113,7 +113,22 @@ struct Frame {
     next: usize,
 }
 
-fn frame(dir: PathBuf, rel: Vec<u8>, stats: &mut WalkStats) -> Result<Option<Frame>> {
+/// The files-cache stamp of a regular file's `lstat`.
+fn stamp_of(m: &fs::Metadata) -> FileStamp {
+    FileStamp {
+        ino: m.ino(),
+        size: m.len(),
+        mtime: (m.mtime(), m.mtime_nsec() as u32),
+        ctime: (m.ctime(), m.ctime_nsec() as u32),
+    }
+}
+
+fn frame(
+    dir: PathBuf,
+    rel: Vec<u8>,
+    stats: &mut WalkStats,
+    known: &dyn Fn(&FileStamp) -> bool,
+) -> Result<Option<Frame>> {
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -139,7 +154,7 @@ fn frame(dir: PathBuf, rel: Vec<u8>, stats: &mut WalkStats) -> Result<Option<Fra
         })
         .collect();
     children.sort_by(|a, b| a.0.cmp(&b.0));
-    prefetch(&dir, &children);
+    prefetch(&dir, &children, known);
     Ok(Some(Frame {
         dir,
         rel,
@@ -153,13 +168,19 @@ const PREFETCH_BYTES: u64 = 256 << 20;
 
 /// Asks the kernel to start reading this directory's regular files
 /// (`POSIX_FADV_WILLNEED`), so on a cold cache the disk works while the
-/// capture chunks and hashes the previous file.
-fn prefetch(dir: &Path, children: &[(Vec<u8>, std::io::Result<fs::Metadata>)]) {
+/// capture chunks and hashes the previous file. Files whose content is
+/// `known` (the files cache will reuse it) are not read at all: read-ahead
+/// of them would make an unchanged re-capture read the whole tree.
+fn prefetch(
+    dir: &Path,
+    children: &[(Vec<u8>, std::io::Result<fs::Metadata>)],
+    known: &dyn Fn(&FileStamp) -> bool,
+) {
     use std::os::unix::fs::OpenOptionsExt;
     let mut budget = PREFETCH_BYTES;
     for (name, meta) in children {
         let Ok(m) = meta else { continue };
-        if !m.is_file() || m.len() == 0 || m.len() > budget {
+        if !m.is_file() || m.len() == 0 || m.len() > budget || known(&stamp_of(m)) {
             continue;
         }
         budget -= m.len();
@@ -180,10 +201,12 @@ fn prefetch(dir: &Path, children: &[(Vec<u8>, std::io::Result<fs::Metadata>)]) {
 }
 
 /// Walks `root`, calling `visit` for each entry in walk order. An explicit
-/// stack of frames bounds memory by depth, not by thread stack size.
+/// stack of frames bounds memory by depth, not by thread stack size. Regular
+/// files for which `known` says yes are not read ahead (see [`prefetch`]).
 pub fn walk_dir(
     root: &Path,
     opts: &WalkOptions,
+    known: &dyn Fn(&FileStamp) -> bool,
     visit: &mut dyn FnMut(Entry) -> Result<()>,
 ) -> Result<WalkStats> {
     let mut stats = WalkStats::default();
@@ -197,7 +220,7 @@ pub fn walk_dir(
     let root_dev = meta.dev();
     let mut links: HashMap<(u64, u64), Bytes> = HashMap::new();
     visit(entry_of(root, b"", &meta)?.expect("a directory has an entry"))?;
-    let mut stack: Vec<Frame> = frame(root.to_path_buf(), Vec::new(), &mut stats)?
+    let mut stack: Vec<Frame> = frame(root.to_path_buf(), Vec::new(), &mut stats, known)?
         .into_iter()
         .collect();
     while let Some(top) = stack.last_mut() {
@@ -246,7 +269,7 @@ pub fn walk_dir(
         }
         visit(e)?;
         if descend {
-            if let Some(f) = frame(full, rel, &mut stats)? {
+            if let Some(f) = frame(full, rel, &mut stats, known)? {
                 stack.push(f);
             }
         }
