@@ -64,10 +64,15 @@ pub fn host_kernel() -> Option<PathBuf> {
 /// Why the lab cannot run here, if it cannot: root, QEMU, OVMF, iPXE, the
 /// tools the boot media need, a kernel in /boot and the static agent.
 pub fn missing_prerequisite() -> Option<String> {
+    missing_prerequisite_with(&[])
+}
+
+/// As [`missing_prerequisite`], also checking `tools` (command, package).
+pub fn missing_prerequisite_with(tools: &[(&str, &str)]) -> Option<String> {
     if !crate::is_root() {
         return Some("needs root".into());
     }
-    for (tool, pkg) in [
+    let lab_tools = [
         ("qemu-system-x86_64", "qemu-system-x86"),
         ("xorriso", "xorriso"),
         ("grub-mkimage", "grub-common"),
@@ -76,7 +81,8 @@ pub fn missing_prerequisite() -> Option<String> {
         ("zstd", "zstd"),
         ("cpio", "cpio"),
         ("curl", "curl"),
-    ] {
+    ];
+    for &(tool, pkg) in lab_tools.iter().chain(tools) {
         if !has_command(tool) {
             return Some(format!("{tool} is not installed (package {pkg})"));
         }

@@ -148,12 +148,31 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Returns early from a test, loudly, when a prerequisite is missing.
+/// Whether a missing prerequisite fails a test instead of skipping it.
+/// `./run test` installs every prerequisite and sets `FERRY_TEST_STRICT=1`,
+/// so there a skip can only mean a broken set-up (as when apt removed
+/// qemu-img while installing QEMU, and the swap test passed unrun).
+pub fn strict() -> bool {
+    std::env::var_os("FERRY_TEST_STRICT").is_some_and(|v| v == "1")
+}
+
+/// Says why `test` cannot run: a failure under [`strict`], otherwise a loud
+/// `SKIPPED` line (the caller returns).
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        !strict(),
+        "{test} cannot run: {why} (FERRY_TEST_STRICT=1: ./run test installs every prerequisite)"
+    );
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// Returns early from a test, loudly, when a prerequisite is missing (a
+/// failure under [`strict`]).
 #[macro_export]
 macro_rules! require {
     ($cond:expr, $test:expr, $why:expr) => {
         if !$cond {
-            eprintln!("SKIPPED {}: {}", $test, $why);
+            $crate::skip(&$test, &$why);
             return;
         }
     };

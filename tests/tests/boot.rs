@@ -78,7 +78,7 @@ fn boot_cmd() -> Command {
 /// when this machine cannot build and boot them.
 fn media_for(test: &str) -> Option<&'static Media> {
     if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED {test}: {why}");
+        ferry_tests::skip(test, &why);
         return None;
     }
     Some(media())

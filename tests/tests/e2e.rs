@@ -57,7 +57,7 @@ fn lab() -> Option<&'static Lab> {
             return None;
         }
         if let Some(why) = lab::missing_prerequisite() {
-            eprintln!("e2e: cannot run: {why}");
+            ferry_tests::skip("e2e", &why);
             return None;
         }
         Some(Lab::start(&work(), None))

@@ -22,7 +22,7 @@ use ferry_tests::manager::Manager;
 fn have_curl() -> bool {
     let ok = Command::new("curl").arg("--version").output().is_ok();
     if !ok {
-        eprintln!("SKIPPED: curl is not installed (apt-get install curl)");
+        ferry_tests::skip("firstboot", "curl is not installed (apt-get install curl)");
     }
     ok
 }

@@ -46,10 +46,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferry_tests::lab::{agent_bin, host_kernel};
+use ferry_tests::lab::{self, agent_bin, host_kernel};
 use ferry_tests::manager::Manager;
 use ferry_tests::qemu::{Vm, TCG_ACCEL};
-use ferry_tests::{debian_ide_fixture, ferry_bin, is_root, ok, run, Loop};
+use ferry_tests::{debian_ide_fixture, ferry_bin, ok, run, Loop};
 
 /// A Debian boot to `login:` takes 40–90 s under TCG; leave room for a
 /// loaded CI machine.
@@ -68,43 +68,16 @@ const MAC: &str = "52:54:00:12:34:71";
 /// Heartbeat interval asked of the agent, so the first one is seen soon.
 const HEARTBEAT: &str = "ferry.heartbeat=2";
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Why this test cannot run here, if it cannot.
+/// Why this test cannot run here, if it cannot: the lab's prerequisites
+/// and the tools that build and check the guest's disks.
 fn missing_prerequisite() -> Option<String> {
-    if !is_root() {
-        return Some("needs root".into());
-    }
-    for tool in [
-        "qemu-system-x86_64",
-        "qemu-img",
-        "cpio",
-        "mkfs.ext4",
-        "e2fsck",
-        "debugfs",
-        "partx",
-        "curl",
-        "zstd",
-    ] {
-        if !have(tool) {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    if !agent_bin().is_file() {
-        return Some(format!(
-            "no static agent at {} (build it with boot/build-agent.sh)",
-            agent_bin().display()
-        ));
-    }
-    if host_kernel().is_none() {
-        return Some("no /boot/vmlinuz-* (package linux-image-amd64)".into());
-    }
-    None
+    lab::missing_prerequisite_with(&[
+        ("qemu-img", "qemu-utils"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("e2fsck", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+        ("partx", "util-linux"),
+    ])
 }
 
 /// The agent's initramfs, with the manager's CA embedded.
@@ -241,7 +214,7 @@ fn check_captured_disk(mgr: &Manager, work: &Path, image: &str, marker: &str) {
 fn swap_to_the_agent_capture_offline_and_boot_back() {
     const NAME: &str = "swap_to_the_agent_capture_offline_and_boot_back";
     if let Some(why) = missing_prerequisite() {
-        eprintln!("SKIPPED {NAME}: {why}");
+        ferry_tests::skip(NAME, &why);
         return;
     }
     // debian-ide.img: debian.img with an initramfs made on this very
