@@ -429,67 +429,65 @@ fn produce(
 ) -> Result<()> {
     let stopped = Cell::new(false);
     let mut finished: Vec<Entry> = Vec::new();
-    src.walk(
-        &|s| cache.knows(s),
-        &mut |mut e: Entry, feeder: &mut dyn Feeder| {
-            if stopped.get() {
-                return Err(Error::Source {
-                    path: src.describe(),
-                    reason: "capture stopped".into(),
-                });
+    let known = |s: &FileStamp| cache.knows(s);
+    src.walk(&known, &mut |mut e: Entry, feeder: &mut dyn Feeder| {
+        if stopped.get() {
+            return Err(Error::Source {
+                path: src.describe(),
+                reason: "capture stopped".into(),
+            });
+        }
+        let needs_content = e.kind == Kind::File && e.hardlink.is_none();
+        if needs_content && e.size > 0 {
+            if let Some(c) = cache.content(&e, index) {
+                cached.fetch_add(e.size, Ordering::Relaxed);
+                e.content = Some(c);
             }
-            let needs_content = e.kind == Kind::File && e.hardlink.is_none();
-            if needs_content && e.size > 0 {
-                if let Some(c) = cache.content(&e, index) {
-                    cached.fetch_add(e.size, Ordering::Relaxed);
-                    e.content = Some(c);
-                }
-            } else if needs_content {
-                e.content = Some(Content::default());
-            }
-            if !needs_content || e.content.is_some() {
-                finished.push(e);
-                if finished.len() >= ENTRY_GROUP {
-                    let before = std::mem::take(&mut finished);
-                    let tag = Tag {
-                        before,
-                        entry: None,
-                        last: false,
-                    };
-                    if !emit(Batch::default(), tag) {
-                        stopped.set(true);
-                    }
-                }
-                return Ok(());
-            }
-            // One chunker per file; hold one batch back so the last is known.
-            let mut chunker = Chunker::new(params);
-            let mut held: Option<Batch> = None;
-            let mut entry = Some(Box::new(e.clone()));
-            let mut send = |b: Batch, last: bool, entry: &mut Option<Box<Entry>>| {
+        } else if needs_content {
+            e.content = Some(Content::default());
+        }
+        if !needs_content || e.content.is_some() {
+            finished.push(e);
+            if finished.len() >= ENTRY_GROUP {
                 let before = std::mem::take(&mut finished);
                 let tag = Tag {
                     before,
-                    entry: entry.take(),
-                    last,
+                    entry: None,
+                    last: false,
                 };
-                if !stopped.get() && !emit(b, tag) {
+                if !emit(Batch::default(), tag) {
                     stopped.set(true);
                 }
-            };
-            {
-                let mut on_batch = |b: Batch| {
-                    if let Some(prev) = held.replace(b) {
-                        send(prev, false, &mut entry);
-                    }
-                };
-                feeder.feed(&e, &mut chunker, &mut on_batch, read)?;
-                chunker.finish(&mut on_batch);
             }
-            send(held.take().unwrap_or_default(), true, &mut entry);
-            Ok(())
-        },
-    )?;
+            return Ok(());
+        }
+        // One chunker per file; hold one batch back so the last is known.
+        let mut chunker = Chunker::new(params);
+        let mut held: Option<Batch> = None;
+        let mut entry = Some(Box::new(e.clone()));
+        let mut send = |b: Batch, last: bool, entry: &mut Option<Box<Entry>>| {
+            let before = std::mem::take(&mut finished);
+            let tag = Tag {
+                before,
+                entry: entry.take(),
+                last,
+            };
+            if !stopped.get() && !emit(b, tag) {
+                stopped.set(true);
+            }
+        };
+        {
+            let mut on_batch = |b: Batch| {
+                if let Some(prev) = held.replace(b) {
+                    send(prev, false, &mut entry);
+                }
+            };
+            feeder.feed(&e, &mut chunker, &mut on_batch, read)?;
+            chunker.finish(&mut on_batch);
+        }
+        send(held.take().unwrap_or_default(), true, &mut entry);
+        Ok(())
+    })?;
     if !finished.is_empty() && !stopped.get() {
         emit(
             Batch::default(),
