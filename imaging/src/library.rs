@@ -41,6 +41,26 @@ use crate::manifest::Manifest;
 use crate::pack::parse_record;
 use crate::store::{LocalStore, LockGuard, LockMode, Store};
 
+/// A new library's configuration, checked, and its bytes.
+fn new_config(
+    store: &dyn Store,
+    chunker: ChunkerParams,
+    compression: Compression,
+) -> Result<(LibraryConfig, Vec<u8>)> {
+    check_settings(&chunker, compression).map_err(|reason| Error::Config {
+        library: store.location(),
+        reason,
+    })?;
+    let config = LibraryConfig {
+        format: CONFIG_FORMAT.into(),
+        version: config_version(compression),
+        chunker,
+        compression,
+    };
+    let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
+    Ok((config, bytes))
+}
+
 /// Key of the library's configuration.
 pub const CONFIG_KEY: &str = "ferry-library.json";
 const CONFIG_FORMAT: &str = "ferry-library";
@@ -185,21 +205,27 @@ impl Library {
         chunker: ChunkerParams,
         compression: Compression,
     ) -> Result<Library> {
-        check_settings(&chunker, compression).map_err(|reason| Error::Config {
-            library: store.location(),
-            reason,
-        })?;
-        let config = LibraryConfig {
-            format: CONFIG_FORMAT.into(),
-            version: config_version(compression),
-            chunker,
-            compression,
-        };
-        let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
+        let (config, bytes) = new_config(store.as_ref(), chunker, compression)?;
         store
             .put(CONFIG_KEY, &bytes)
             .map_err(|e| Error::io("writing", store.describe(CONFIG_KEY), e))?;
         Ok(Library { store, config })
+    }
+
+    /// [`Library::create_with`] for a store that looked empty, unless another
+    /// process created the library meanwhile: the configuration goes in only
+    /// if absent, and a racing creator's library is opened instead.
+    fn create_if_absent(
+        store: Box<dyn Store>,
+        chunker: ChunkerParams,
+        compression: Compression,
+    ) -> Result<Library> {
+        let (config, bytes) = new_config(store.as_ref(), chunker, compression)?;
+        match store.put_new(CONFIG_KEY, &bytes) {
+            Ok(()) => Ok(Library { store, config }),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Library::open(store),
+            Err(e) => Err(Error::io("writing", store.describe(CONFIG_KEY), e)),
+        }
     }
 
     /// Opens the library in directory `path`.
@@ -229,8 +255,13 @@ impl Library {
         path: &Path,
         compression: Option<Compression>,
     ) -> Result<Library> {
+        // A racing creator's temp files (under tmp/) and lock do not make
+        // the directory a non-library.
         let empty = match std::fs::read_dir(path) {
-            Ok(mut rd) => rd.next().is_none(),
+            Ok(rd) => rd.filter_map(|e| e.ok()).all(|e| {
+                let name = e.file_name();
+                name == "tmp" || name == "lock"
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => true,
             Err(e) => return Err(Error::io("opening library", path.display(), e)),
         };
@@ -256,14 +287,15 @@ impl Library {
         empty: bool,
         compression: Option<Compression>,
     ) -> Result<Library> {
-        if empty {
-            return Library::create_with(
+        let lib = if empty {
+            Library::create_if_absent(
                 store,
                 ChunkerParams::default(),
                 compression.unwrap_or_default(),
-            );
-        }
-        let lib = Library::open(store)?;
+            )?
+        } else {
+            Library::open(store)?
+        };
         match compression {
             Some(c) if c != lib.compression() => Err(Error::Config {
                 library: lib.location(),
@@ -586,5 +618,32 @@ mod tests {
         let lib = Library::open_or_create_local(&dir.path().join("new")).expect("created");
         assert_eq!(lib.chunker(), &ChunkerParams::default());
         Library::open_local(&dir.path().join("new")).expect("reopens");
+    }
+
+    /// Two processes of a direct migration open a new library at once: a
+    /// creator's temp file must not make the other refuse the directory,
+    /// and both end with the same library.
+    #[test]
+    fn racing_creators_all_open_the_library() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("lib");
+            // A creator caught between its temp file and its rename.
+            if round % 2 == 1 {
+                std::fs::create_dir_all(path.join("tmp")).expect("tmp");
+                std::fs::write(path.join("tmp/1.0.tmp"), "{").expect("temp");
+            }
+            let libs: Vec<_> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| Library::open_or_create_local(&path)))
+                    .collect();
+                hs.into_iter().map(|h| h.join().expect("thread")).collect()
+            });
+            for lib in libs {
+                let lib = lib.expect("opened or created");
+                assert_eq!(lib.chunker(), &ChunkerParams::default());
+            }
+            Library::open_local(&path).expect("reopens");
+        }
     }
 }

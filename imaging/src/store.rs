@@ -109,8 +109,11 @@ const OPEN_FILES: usize = 64;
 pub struct LocalStore {
     root: PathBuf,
     open: Mutex<HashMap<String, Arc<File>>>,
-    counter: AtomicU64,
 }
+
+/// Numbers temp files apart within this process: across every
+/// [`LocalStore`], since two of them may share a directory.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl LocalStore {
     /// A store rooted at `root` (which need not exist yet).
@@ -118,7 +121,6 @@ impl LocalStore {
         LocalStore {
             root: root.into(),
             open: Mutex::new(HashMap::new()),
-            counter: AtomicU64::new(0),
         }
     }
 
@@ -165,7 +167,7 @@ impl LocalStore {
         let dest = self.path(key);
         let tmp_dir = self.root.join("tmp");
         create_dirs(&tmp_dir)?;
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
         let tmp = tmp_dir.join(format!("{}.{n}.tmp", std::process::id()));
         let result = (|| {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;

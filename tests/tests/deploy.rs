@@ -428,6 +428,41 @@ fn send_directly(lib: &Path, src: &Path, name: &str) -> std::process::Child {
         .expect("starting the sender")
 }
 
+/// Runs the receiving half while watching the sender: a sender that fails
+/// and leaves the receiver waiting (it waits 30 min for a first segment)
+/// fails the test at once with the sender's error. A refused migration
+/// ends the sender first, so the receiver gets a grace period to finish.
+fn receive_watching(sender: &mut std::process::Child, cmd: &mut Command) -> std::process::Output {
+    use std::time::{Duration, Instant};
+    let mut receiver = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the receiver");
+    let mut sender_failed: Option<Instant> = None;
+    loop {
+        if receiver.try_wait().expect("receiver").is_some() {
+            return receiver.wait_with_output().expect("receiver's output");
+        }
+        if sender_failed.is_none() {
+            if let Some(st) = sender.try_wait().expect("sender") {
+                if !st.success() {
+                    sender_failed = Some(Instant::now());
+                }
+            }
+        }
+        if sender_failed.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
+            let _ = receiver.kill();
+            let mut err = String::new();
+            if let Some(mut e) = sender.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("the sender failed and the receiver still waits for it: {err}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Issue 8's direct migration, between two ferry processes that share only
 /// the library's store: the GPT server (ESP, /boot, root, swap) streams
 /// onto a bigger disk while it is read. The deploy checks as any other
@@ -446,12 +481,19 @@ fn direct_migration_streams_a_server_onto_its_target_and_stores_nothing() {
     let mut sent = Value::Null;
     let mut report = Value::Null;
     let got = deploy_and_check_with("direct", &src, 4 * GIB, work.path(), |target| {
-        let sender = send_directly(&lib, &src, "db01");
-        report = json(
+        let mut sender = send_directly(&lib, &src, "db01");
+        let got = receive_watching(
+            &mut sender,
             ferry(&lib)
-                .args(["deploy", "db01", "--relay", RELAY, "--target"])
+                .args(["deploy", "db01", "--relay", RELAY, "--json", "--target"])
                 .arg(target),
         );
+        assert!(
+            got.status.success(),
+            "receiver: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        report = serde_json::from_slice(&got.stdout).expect("receiver's JSON");
         let out = sender.wait_with_output().expect("sender");
         assert!(
             out.status.success(),
@@ -509,12 +551,15 @@ fn a_direct_migration_that_needs_a_file_tree_is_refused_and_stops_the_sender() {
     let lib = work.path().join("lib");
     let target = work.path().join("small.img");
     ok(Command::new("truncate").args(["-s", "1536M"]).arg(&target));
-    let sender = send_directly(&lib, &src, "web01");
-    let err = fails(
+    let mut sender = send_directly(&lib, &src, "web01");
+    let got = receive_watching(
+        &mut sender,
         ferry(&lib)
             .args(["deploy", "web01", "--relay", RELAY, "--target"])
             .arg(&target),
     );
+    assert!(!got.status.success(), "the receiver deployed");
+    let err = String::from_utf8_lossy(&got.stderr);
     assert!(
         err.contains("partition 1 needs a file-tree deploy") && err.contains("direct migration"),
         "{err}"
