@@ -11,9 +11,11 @@
 //!
 //! Memory is bounded: at most [`MAX_IN_FLIGHT`] batches exist at once (each
 //! ≤ 4.25 MiB of data plus its compressed form), the chunker holds ≤ 4 MiB,
-//! and at most three packs (≤ 16 MiB each) are being filled, queued or
-//! written: ≈ 110 MiB in all, plus the index at ≈ 70 bytes per chunk already
-//! in the library (≈ 1 MiB per GB stored).
+//! and at most four packs (≤ 16 MiB each) are being filled, queued
+//! ([`PACKS_QUEUED`]) or written: ≈ 125 MiB in all, plus the index at ≈ 70
+//! bytes per chunk already in the library (≈ 1 MiB per GB stored). The pack
+//! writer finishes each pack (fsync, rename) after writing the next one, so
+//! the disk flushes one while the next is written.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
@@ -31,7 +33,7 @@ use crate::chunklist::{ChunkList, Extent};
 use crate::device::Source;
 use crate::error::{Error, Result};
 use crate::index::{Index, FLUSH_PACKS};
-use crate::library::Library;
+use crate::library::{Library, PendingPack};
 use crate::manifest::{BlockStream, CaptureStats, Disk, Manifest};
 use crate::pack::{PackBuilder, PackEntry};
 use crate::progress::{ProgressSink, Throttle};
@@ -39,6 +41,9 @@ use crate::server::DiskPlan;
 
 /// Batches alive at once, across all stages.
 pub const MAX_IN_FLIGHT: usize = 6;
+/// Full packs (16 MiB each) waiting for the pack writer: two let the
+/// capture go on while the writer waits for the disk.
+pub(crate) const PACKS_QUEUED: usize = 2;
 /// Bytes read from the source per call.
 const READ_SIZE: usize = 1 << 20;
 
@@ -199,7 +204,7 @@ pub fn capture(
     let errors = FirstError::default();
     let read = AtomicU64::new(0);
     let mut throttle = Throttle::new(progress, "capture", total);
-    let (pack_tx, pack_rx) = bounded::<PackJob>(1);
+    let (pack_tx, pack_rx) = bounded::<PackJob>(PACKS_QUEUED);
     let mut collector = Collector::new(&index, lib.compression(), pack_tx);
 
     let (lists, unflushed) = std::thread::scope(|s| {
@@ -389,23 +394,40 @@ impl<'a> Collector<'a> {
 
 /// Writes packs durably, and an index file every [`FLUSH_PACKS`] packs.
 /// Returns the entries of packs not yet covered by an index file.
+///
+/// Each pack is finished (fsynced and put in place) only after the next one
+/// is written: its flush to the disk, started when it was written, goes on
+/// meanwhile, so the capture rarely waits for it. An index file only ever
+/// lists finished packs.
 pub(crate) fn pack_writer(lib: &Library, rx: Receiver<PackJob>, errors: &FirstError) -> Index {
     let mut pending = Index::new();
     let mut packs = 0;
+    let mut unfinished: Option<(PendingPack, ObjectId, Vec<PackEntry>)> = None;
+    let mut finish = |p: Option<(PendingPack, ObjectId, Vec<PackEntry>)>| -> Result<()> {
+        let Some((put, id, entries)) = p else {
+            return Ok(());
+        };
+        put.finish()?;
+        pending.add_pack(id, &entries);
+        packs += 1;
+        if packs % FLUSH_PACKS == 0 {
+            lib.write_index(&pending)?;
+            pending = Index::new();
+        }
+        Ok(())
+    };
     for (id, bytes, entries) in rx {
-        let step = lib.write_pack(&id, &bytes).and_then(|()| {
-            pending.add_pack(id, &entries);
-            packs += 1;
-            if packs % FLUSH_PACKS == 0 {
-                lib.write_index(&pending)?;
-                pending = Index::new();
-            }
-            Ok(())
+        let step = lib.start_pack(&id, &bytes).and_then(|put| {
+            drop(bytes);
+            finish(unfinished.replace((put, id, entries)))
         });
         if let Err(e) = step {
             errors.set(e);
-            break;
+            return Index::new();
         }
+    }
+    if let Err(e) = finish(unfinished.take()) {
+        errors.set(e);
     }
     pending
 }

@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::index::{Index, Location};
 use crate::manifest::Manifest;
 use crate::pack::parse_record;
-use crate::store::{LocalStore, LockGuard, LockMode, Store};
+use crate::store::{LocalStore, LockGuard, LockMode, PendingPut, Store};
 
 /// A new library's configuration, checked, and its bytes.
 fn new_config(
@@ -59,6 +59,21 @@ fn new_config(
     };
     let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
     Ok((config, bytes))
+}
+
+/// A pack being written ([`Library::start_pack`]).
+pub struct PendingPack {
+    put: PendingPut,
+    shown: String,
+}
+
+impl PendingPack {
+    /// Waits until the pack is durable and puts it in place.
+    pub fn finish(self) -> Result<()> {
+        self.put
+            .finish()
+            .map_err(|e| Error::io("writing", self.shown, e))
+    }
 }
 
 /// Key of the library's configuration.
@@ -452,6 +467,20 @@ impl Library {
     /// Stores a finished pack.
     pub fn write_pack(&self, id: &ObjectId, bytes: &[u8]) -> Result<()> {
         self.put(&pack_key(id), bytes)
+    }
+
+    /// [`Library::write_pack`] in two steps ([`Store::put_started`]): the
+    /// pack exists once the returned [`PendingPack`] is finished.
+    pub fn start_pack(&self, id: &ObjectId, bytes: &[u8]) -> Result<PendingPack> {
+        let key = pack_key(id);
+        let put = self
+            .store
+            .put_started(&key, bytes)
+            .map_err(|e| Error::io("writing", self.store.describe(&key), e))?;
+        Ok(PendingPack {
+            put,
+            shown: self.store.describe(&key),
+        })
     }
 
     /// Stores an index file; returns its id.

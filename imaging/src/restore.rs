@@ -25,6 +25,7 @@
 //! (`remote::adaptive`: grows while throughput grows, from 4 up to
 //! [`MAX_FETCHES`]); writes are positional, so batches land in any order.
 
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +37,7 @@ use serde::Serialize;
 use crate::capture::{default_workers, FirstError};
 use crate::chunk::ChunkId;
 use crate::chunklist::{ChunkList, Extent};
-use crate::device::{DeviceKind, Target};
+use crate::device::{DeviceKind, Target, Writeback};
 use crate::error::{Error, Result};
 use crate::index::{Index, Location};
 use crate::library::Library;
@@ -242,11 +243,13 @@ pub fn restore_stream(
     let limiter = Limiter::new(MAX_FETCHES);
 
     std::thread::scope(|s| {
+        let writeback = Writeback::spawn(s);
         let mut handles: Vec<_> = (0..workers)
             .map(|_| {
                 let rx = rx.clone();
-                let (lib, target, written, errors) = (lib, target, &written, &errors);
-                s.spawn(move || write_batches(lib, index, target, rx, written, errors))
+                let (lib, target, written, errors, writeback) =
+                    (lib, target, &written, &errors, writeback.clone());
+                s.spawn(move || write_batches(lib, index, target, rx, written, errors, writeback))
             })
             .collect();
         drop(rx);
@@ -522,13 +525,14 @@ fn fetch_batches(
 }
 
 /// Verifies each chunk and writes runs of contiguous chunks with one write.
-fn write_batches(
+fn write_batches<'t>(
     lib: &Library,
     index: &Index,
-    target: &Target,
+    target: &'t Target,
     rx: Receiver<ReadBatch>,
     written: &AtomicU64,
     errors: &FirstError,
+    writeback: Writeback<&'t File>,
 ) {
     let mut run: Vec<u8> = Vec::new();
     let mut run_start = 0u64;
@@ -539,6 +543,7 @@ fn write_batches(
                 .file
                 .write_all_at(run, at)
                 .map_err(|e| Error::io("writing", format!("{} at offset {at}", target.path), e))?;
+            writeback.start(&target.file, at, run.len() as u64);
             written.fetch_add(run.len() as u64, Ordering::Relaxed);
             run.clear();
         }

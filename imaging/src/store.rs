@@ -11,6 +11,9 @@
 //! complete; a crash during `put` leaves either no object or the whole one,
 //! never a partial one. [`LocalStore`] writes a temp file under `tmp/`,
 //! fsyncs it, renames it into place and fsyncs the directory.
+//! [`Store::put_started`] splits a put in two, so that a writer of many
+//! objects (packs) overlaps one object's flush with writing the next; the
+//! object appears only once it is durable, as with `put`.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -65,6 +68,17 @@ pub trait Store: Send + Sync {
     /// under the exclusive lock.
     fn clean_temp(&self) -> io::Result<u64>;
 
+    /// [`Store::put`] in two steps: the data is written now, and the object
+    /// appears, durable, when the returned [`PendingPut`] is finished. A
+    /// writer of many objects finishes each one after starting the next, so
+    /// one object's flush to the disk overlaps the next one's writing. A
+    /// `PendingPut` dropped unfinished leaves no object. The default puts at
+    /// once.
+    fn put_started(&self, key: &str, data: &[u8]) -> io::Result<PendingPut> {
+        self.put(key, data)?;
+        Ok(PendingPut(None))
+    }
+
     /// [`Store::put`], but only if `key` is absent: `ErrorKind::AlreadyExists`
     /// otherwise. The default checks, then puts (not atomic against a racing
     /// writer); stores that can do better (`O_EXCL`-style links, S3's
@@ -99,6 +113,52 @@ pub trait Store: Send + Sync {
     /// stores, whose reads the restore pipeline keeps on its planner thread.
     fn parallel_reads(&self) -> bool {
         false
+    }
+}
+
+/// A put begun by [`Store::put_started`]: [`PendingPut::finish`] makes the
+/// object exist.
+pub struct PendingPut(Option<TempObject>);
+
+impl PendingPut {
+    /// Waits until the data is durable, then puts the object in place.
+    pub fn finish(mut self) -> io::Result<()> {
+        match self.0.take() {
+            Some(t) => t.place(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A [`LocalStore`] object written to its temp file, not yet in place. The
+/// temp file is removed unless placed.
+struct TempObject {
+    file: File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    how: Placement,
+}
+
+impl TempObject {
+    /// fsyncs the temp file, puts it at its destination and fsyncs the
+    /// directory.
+    fn place(self) -> io::Result<()> {
+        self.file.sync_all()?;
+        let parent = self.dest.parent().expect("keys have a directory");
+        create_dirs(parent)?;
+        match self.how {
+            Placement::Replace => fs::rename(&self.tmp, &self.dest)?,
+            Placement::CreateNew => fs::hard_link(&self.tmp, &self.dest)?,
+        }
+        sync_dir(parent)
+    }
+}
+
+impl Drop for TempObject {
+    fn drop(&mut self) {
+        // After a rename the temp name is gone already; after a link, or a
+        // failure, it is removed here.
+        let _ = fs::remove_file(&self.tmp);
     }
 }
 
@@ -164,27 +224,26 @@ impl LocalStore {
     /// Writes `data` to a temp file under `tmp/`, fsyncs it, puts it at
     /// `key` and fsyncs the directory; the temp file never outlives it.
     fn write_into_place(&self, key: &str, data: &[u8], how: Placement) -> io::Result<()> {
+        self.write_temp(key, data, how)?.place()
+    }
+
+    /// The first half of [`LocalStore::write_into_place`]: `data` in a temp
+    /// file.
+    fn write_temp(&self, key: &str, data: &[u8], how: Placement) -> io::Result<TempObject> {
         let dest = self.path(key);
         let tmp_dir = self.root.join("tmp");
         create_dirs(&tmp_dir)?;
         let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
         let tmp = tmp_dir.join(format!("{}.{n}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            let parent = dest.parent().expect("keys have a directory");
-            create_dirs(parent)?;
-            match how {
-                Placement::Replace => fs::rename(&tmp, &dest)?,
-                Placement::CreateNew => fs::hard_link(&tmp, &dest)?,
-            }
-            sync_dir(parent)
-        })();
-        // After a rename the temp name is gone already; after a link, or a
-        // failure, it is removed here.
-        let _ = fs::remove_file(&tmp);
-        result
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut t = TempObject {
+            file,
+            tmp,
+            dest,
+            how,
+        };
+        t.file.write_all(data)?;
+        Ok(t)
     }
 }
 
@@ -232,6 +291,12 @@ impl Store for LocalStore {
 
     fn put(&self, key: &str, data: &[u8]) -> io::Result<()> {
         self.write_into_place(key, data, Placement::Replace)
+    }
+
+    fn put_started(&self, key: &str, data: &[u8]) -> io::Result<PendingPut> {
+        let t = self.write_temp(key, data, Placement::Replace)?;
+        crate::device::start_writeback(&t.file, 0, 0);
+        Ok(PendingPut(Some(t)))
     }
 
     fn list(&self, prefix: &str) -> io::Result<Vec<ObjectInfo>> {
@@ -392,5 +457,30 @@ mod tests {
         drop((shared, shared2));
         let _ex = s.lock(LockMode::Exclusive, false).expect("exclusive");
         assert!(s.lock(LockMode::Shared, false).is_err());
+    }
+
+    /// A started put shows nothing until it is finished, and one dropped
+    /// unfinished leaves neither the object nor its temp file.
+    #[test]
+    fn a_started_put_appears_only_when_finished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = LocalStore::new(dir.path().join("lib"));
+        let kept = s.put_started("packs/aa/a.pack", b"first").expect("start");
+        let dropped = s.put_started("packs/bb/b.pack", b"second").expect("start");
+        assert!(s.list("packs/").expect("list").is_empty(), "not yet");
+        kept.finish().expect("finish");
+        drop(dropped);
+        let keys: Vec<String> = s
+            .list("")
+            .expect("list")
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, ["packs/aa/a.pack"]);
+        assert_eq!(s.get("packs/aa/a.pack").expect("get"), b"first");
+        let temps = fs::read_dir(dir.path().join("lib/tmp"))
+            .expect("tmp")
+            .count();
+        assert_eq!(temps, 0, "no temp file is left");
     }
 }

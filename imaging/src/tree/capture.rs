@@ -23,6 +23,7 @@ use crossbeam_channel::bounded;
 
 use crate::capture::{
     default_workers, pack_writer, run_pipeline, Collector, Done, Emit, FirstError, PieceSink,
+    PACKS_QUEUED,
 };
 use crate::chunk::{ChunkId, HashedChunk};
 use crate::chunker::{Batch, Chunker, ChunkerParams, Piece};
@@ -323,7 +324,7 @@ pub fn capture_tree(
     let read = AtomicU64::new(0);
     let cached = AtomicU64::new(0);
     let mut throttle = Throttle::new(progress, "capture", 0);
-    let (pack_tx, pack_rx) = bounded(1);
+    let (pack_tx, pack_rx) = bounded(PACKS_QUEUED);
     let mut collector = Collector::new(&index, lib.compression(), pack_tx);
     let mut meta = MetaStream::new(&params);
     let mut current: Option<(Entry, Content)> = None;

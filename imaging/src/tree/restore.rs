@@ -45,6 +45,7 @@ use nix::unistd::{
 use serde::Serialize;
 
 use crate::capture::{default_workers, FirstError};
+use crate::device::Writeback;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::library::Library;
@@ -279,10 +280,14 @@ pub(crate) fn write_tree(
 
     std::thread::scope(|s| {
         let (tx, rx) = bounded::<(File, &Entry)>(64);
+        // Written files go to the writeback thread, which starts their
+        // writing to the disk and closes them.
+        let writeback = Writeback::spawn(s);
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let rx = rx.clone();
-                let (ctx, written, errors) = (&ctx, &written, &errors);
+                let (ctx, written, errors, writeback) =
+                    (&ctx, &written, &errors, writeback.clone());
                 s.spawn(move || {
                     for (file, e) in rx {
                         if errors.is_set() {
@@ -292,10 +297,12 @@ pub(crate) fn write_tree(
                             errors.set(err);
                             return;
                         }
+                        writeback.start(file, 0, 0);
                     }
                 })
             })
             .collect();
+        drop(writeback);
         drop(rx);
         let mut dirs = Dirs {
             root: &root,
