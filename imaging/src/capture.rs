@@ -12,7 +12,7 @@
 //! Memory is bounded: at most [`MAX_IN_FLIGHT`] batches exist at once (each
 //! ≤ 4.25 MiB of data plus its compressed form), the chunker holds ≤ 4 MiB,
 //! and at most four packs (≤ 16 MiB each) are being filled, queued
-//! ([`PACKS_QUEUED`]) or written: ≈ 125 MiB in all, plus the index at ≈ 70
+//! (`PACKS_QUEUED`) or written: ≈ 125 MiB in all, plus the index at ≈ 70
 //! bytes per chunk already in the library (≈ 1 MiB per GB stored). The pack
 //! writer finishes each pack (fsync, rename) after writing the next one, so
 //! the disk flushes one while the next is written.

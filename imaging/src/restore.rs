@@ -24,6 +24,8 @@
 //! performs them concurrently under an adaptive limit
 //! (`remote::adaptive`: grows while throughput grows, from 4 up to
 //! [`MAX_FETCHES`]); writes are positional, so batches land in any order.
+//! Each write is handed to a [`Writeback`] thread, which starts its flush to
+//! the disk at once: the final fsync then finds little left to write.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
